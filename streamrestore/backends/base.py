@@ -1,0 +1,40 @@
+"""The one small interface every inference backend implements (DESIGN.md section 4).
+
+A backend is a callable from a batch of frames to a batch of frames:
+
+    frames: np.ndarray, shape (N, H, W, 3), dtype uint8, RGB  ->  same shape and dtype.
+
+Any H and W are accepted (the backend pads to its multiple and crops back). After each call,
+`last_timings` holds the milliseconds that call spent in "upload", "restore" and "download"
+(host<->device copies are 0.0 on the CPU; CUDA stages are timed with CUDA events).
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class Backend(Protocol):
+    name: str  # "torch", "onnxruntime", "tensorrt", "passthrough"
+    device: str  # "cpu" or "cuda"
+    precision: str  # "fp32" or "fp16"
+    model: str  # what runs: e.g. "derain small irc m 1-step" or "identity"
+    last_timings: dict[str, float]
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray: ...
+
+
+class PassthroughBackend:
+    """The identity model (`--task passthrough`): measures the pipeline alone."""
+
+    name = "passthrough"
+    device = "cpu"
+    precision = "uint8"
+    model = "identity"
+
+    def __init__(self) -> None:
+        self.last_timings = {"upload": 0.0, "restore": 0.0, "download": 0.0}
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        return frames
