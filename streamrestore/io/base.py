@@ -1,0 +1,56 @@
+"""What flows between pipeline stages: decoded frames, stream facts, and the source/sink interface.
+
+Sources (video file, image folder, RTSP camera) yield `DecodedFrame`s; sinks (video file, image
+folder, RTSP publisher) take restored images together with the frame they came from, so the
+frame's own pts and time base travel end to end (DESIGN.md section 7: never re-time from index).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Iterator, Protocol
+
+import numpy as np
+
+
+@dataclass
+class StreamInfo:
+    """Facts about a video source that the sink must preserve."""
+
+    width: int
+    height: int
+    time_base: Fraction | None = None
+    average_rate: Fraction | None = None  # frames per second, None when unknown
+    frames: int | None = None  # declared frame count, None when unknown or live
+    is_live: bool = False
+    colour: dict = field(default_factory=dict)  # colorspace/color_range/primaries/trc, as PyAV names them
+    sample_aspect_ratio: Fraction | None = None
+    name: str = ""  # file, folder or URL, for messages
+
+
+@dataclass
+class DecodedFrame:
+    """One frame: image is (H, W, 3) uint8 RGB; pts in time_base units (None for still images)."""
+
+    image: np.ndarray
+    index: int
+    pts: int | None = None
+    time_base: Fraction | None = None
+    name: str | None = None  # file name, for image folders
+    captured_at: float = 0.0  # time.monotonic() when the frame was decoded (or received live)
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
+
+
+class FrameSource(Protocol):
+    info: StreamInfo
+    skipped: int  # frames lost to decode errors (counted, not fatal)
+    dropped: int  # frames dropped by a latest-frame policy
+
+    def __iter__(self) -> Iterator[DecodedFrame]: ...
+    def close(self) -> None: ...
+
+
+class FrameSink(Protocol):
+    def write(self, image: np.ndarray, frame: DecodedFrame) -> None: ...
+    def close(self) -> int: ...  # finish (flush, rename into place); returns frames written
+    def abort(self) -> None: ...  # remove any partial output
