@@ -26,6 +26,8 @@ class StreamInfo:
     colour: dict = field(default_factory=dict)  # colorspace/color_range/primaries/trc, as PyAV names them
     sample_aspect_ratio: Fraction | None = None
     name: str = ""  # file, folder or URL, for messages
+    pix_fmt: str | None = None  # decoded pixel format as PyAV names it (e.g. "yuv420p10le")
+    codec: str | None = None  # decoder name, for messages and the default encoder
 
 
 @dataclass
@@ -38,6 +40,7 @@ class DecodedFrame:
     time_base: Fraction | None = None
     name: str | None = None  # file name, for image folders
     captured_at: float = 0.0  # time.monotonic() when the frame was decoded (or received live)
+    duration: int | None = None  # in time_base units, None when unknown
     timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
 
 
@@ -52,5 +55,7 @@ class FrameSource(Protocol):
 
 class FrameSink(Protocol):
     def write(self, image: np.ndarray, frame: DecodedFrame) -> None: ...
-    def close(self) -> int: ...  # finish (flush, rename into place); returns frames written
+    # Finish (flush, rename into place); returns frames written. complete=False after an
+    # interruption: what was written is finished as a valid file, copied audio cut at its end.
+    def close(self, complete: bool = True) -> int: ...
     def abort(self) -> None: ...  # remove any partial output

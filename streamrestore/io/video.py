@@ -1,0 +1,263 @@
+"""Video files through PyAV: a decoding source and an encoding sink that keep each frame's pts and
+time base, the frame rate, sample aspect ratio, colour tags and the audio/subtitle streams.
+
+Colour: YCbCr <-> RGB uses the matrix (ITU-R BT.601 / BT.709 / BT.2020 non-constant luminance)
+and range (limited "MPEG" 16-235/240 or full "JPEG" 0-255, scaled for 10-bit) the stream is
+tagged with, through swscale; untagged streams follow FFmpeg's convention (BT.709 from 720 lines
+up, BT.601 below; limited range unless the format is a full-range "yuvj" one). Restored frames are
+8-bit RGB; a 10-bit input is read through swscale and written back in its own 10-bit format.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+from streamrestore.errors import UserError
+from streamrestore.io.base import DecodedFrame, StreamInfo
+
+# AVColorSpace (H.273 MatrixCoefficients) -> swscale matrix name.
+_SWS_MATRIX = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "ITU601", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
+_AVCOL_RANGE = {"MPEG": 1, "JPEG": 2}
+# swscale interpolation: bilinear chroma upsampling on decode, area (box) chroma downsampling on
+# encode; this pair round-trips 4:2:0 within about 2 levels on natural content.
+_DECODE_SCALER = "BILINEAR"
+_ENCODE_SCALER = "AREA"
+DEFAULT_CODEC = {".webm": "libvpx-vp9"}  # by output suffix; everything else gets libx264
+MAX_ERRORS_IN_A_ROW = 50  # corrupt packets in a row before decoding gives up
+
+
+def yuv_matrix(colorspace: int, height: int) -> str:
+    """swscale matrix for an AVColorSpace tag; untagged: BT.709 for HD (>= 720 lines), else BT.601."""
+    return _SWS_MATRIX.get(int(colorspace), "ITU709" if height >= 720 else "ITU601")
+
+
+def yuv_range(color_range: int, pix_fmt: str | None) -> str:
+    """swscale range name for an AVColorRange tag; untagged: full for "yuvj" formats, else limited."""
+    if int(color_range) in (1, 2):
+        return "MPEG" if int(color_range) == 1 else "JPEG"
+    return "JPEG" if (pix_fmt or "").startswith("yuvj") else "MPEG"
+
+
+def _open_input(path: str) -> av.container.InputContainer:
+    if not os.path.exists(path):
+        raise UserError(f"{path}: no such file; check the INPUT path")
+    try:
+        return av.open(path, "r")
+    except (av.FFmpegError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a video or image file FFmpeg can read ({exc.__class__.__name__}); "
+                        "give a video file, an image or a folder of images") from None
+
+
+class VideoFileSource:
+    """Decodes the first video stream of a file to RGB `DecodedFrame`s, keeping pts and time base."""
+
+    def __init__(self, path: str) -> None:
+        self.container = _open_input(path)
+        if not self.container.streams.video:
+            self.container.close()
+            raise UserError(f"{path}: has no video stream; give a video file")
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        self.info = _stream_info(self.stream, path)
+        if self.info.pix_fmt is None or self.info.width <= 0:
+            self.container.close()
+            raise UserError(f"{path}: unsupported or unknown pixel format; convert it with ffmpeg first")
+        self.skipped = 0
+        self.dropped = 0
+        self._convert = {"format": "rgb24", "interpolation": _DECODE_SCALER,
+                         "src_colorspace": yuv_matrix(self.stream.codec_context.colorspace, self.info.height),
+                         "src_color_range": yuv_range(self.stream.codec_context.color_range, self.info.pix_fmt)}
+
+    def __iter__(self) -> Iterator[DecodedFrame]:
+        for index, frame in enumerate(self._decoded()):
+            try:
+                image = frame.to_ndarray(**self._convert)
+            except (ValueError, av.FFmpegError) as exc:
+                raise UserError(f"{self.info.name}: pixel format {frame.format.name} cannot be converted "
+                                f"to RGB ({exc}); convert it with ffmpeg first") from None
+            yield DecodedFrame(image, index, frame.pts, frame.time_base, captured_at=time.monotonic(),
+                               duration=frame.duration or None)
+
+    def _decoded(self) -> Iterator[av.VideoFrame]:
+        """Frames in presentation order; packets that fail to decode are skipped and counted."""
+        in_a_row = 0
+        for packet in self.container.demux(self.stream):
+            try:
+                frames = packet.decode()
+            except av.FFmpegError:
+                self.skipped += 1
+                in_a_row += 1
+                if in_a_row > MAX_ERRORS_IN_A_ROW:
+                    raise UserError(f"{self.info.name}: stopped after {in_a_row} undecodable packets in a "
+                                    "row; the file is corrupt") from None
+                continue
+            in_a_row = 0
+            yield from frames
+
+    def close(self) -> None:
+        self.container.close()
+
+
+def _stream_info(stream: av.video.stream.VideoStream, path: str) -> StreamInfo:
+    cc = stream.codec_context
+    rate = stream.average_rate or stream.guessed_rate
+    colour = {"colorspace": cc.colorspace, "color_range": cc.color_range,
+              "color_primaries": cc.color_primaries, "color_trc": cc.color_trc}
+    return StreamInfo(width=cc.width, height=cc.height, time_base=stream.time_base,
+                      average_rate=Fraction(rate) if rate else None, frames=stream.frames or None,
+                      colour=colour, sample_aspect_ratio=cc.sample_aspect_ratio, name=path,
+                      pix_fmt=cc.pix_fmt, codec=cc.name)
+
+
+def default_codec(path: str) -> str:
+    """The encoder used when --codec is not given: by the output suffix, else libx264."""
+    return DEFAULT_CODEC.get(Path(path).suffix.lower(), "libx264")
+
+
+def output_pix_fmt(codec: av.Codec, info: StreamInfo) -> str:
+    """The input's pixel format if the encoder takes it (4:4:4 when x264/x265 refuse an odd size)."""
+    formats = [f.name for f in codec.video_formats or ()]
+    wanted = info.pix_fmt if info.pix_fmt in formats else ("yuv420p" if "yuv420p" in formats else formats[0])
+    odd = info.width % 2 or info.height % 2
+    if odd and codec.name in ("libx264", "libx265") and ("420" in wanted or "422" in wanted):
+        wanted = wanted.replace("420", "444").replace("422", "444")
+    return wanted
+
+
+def temporary_path(dest: Path) -> Path:
+    """A hidden file beside `dest`, with the same suffix so FFmpeg picks the same muxer."""
+    return dest.with_name(f".{dest.stem}.partial-{os.getpid()}{dest.suffix}")
+
+
+class VideoFileSink:
+    """Encodes RGB frames at their own pts into a temporary file, renamed into place on close.
+
+    Audio and subtitle streams of `copy_from` are copied packet by packet (no re-encoding),
+    interleaved with the video by time.
+    """
+
+    def __init__(self, path: str, info: StreamInfo, *, codec: str | None = None, crf: int | None = None,
+                 copy_from: str | None = None) -> None:
+        self.dest = Path(path)
+        self.tmp = temporary_path(self.dest)
+        self.info = info
+        self.frames = 0
+        self._end_time = 0.0
+        self._durations: dict[int, int | None] = {}
+        try:
+            self.container = av.open(str(self.tmp), "w")
+        except (av.FFmpegError, ValueError) as exc:
+            raise UserError(f"{path}: cannot write this kind of file ({exc}); use e.g. .mp4 or .mkv") from None
+        try:
+            self.stream = self._add_video(codec or default_codec(path), crf)
+            self._copy = _StreamCopier(copy_from, self.container) if copy_from else None
+        except BaseException:
+            self.abort()
+            raise
+
+    def _add_video(self, codec_name: str, crf: int | None) -> av.video.stream.VideoStream:
+        info = self.info
+        stream = self.container.add_stream(codec_name, rate=info.average_rate or Fraction(25))
+        stream.width, stream.height = info.width, info.height
+        stream.pix_fmt = output_pix_fmt(stream.codec_context.codec, info)
+        if info.time_base:
+            stream.time_base = stream.codec_context.time_base = info.time_base
+        cc = stream.codec_context
+        for key in ("colorspace", "color_range", "color_primaries", "color_trc"):
+            if info.colour.get(key):
+                setattr(cc, key, info.colour[key])
+        if info.sample_aspect_ratio:
+            cc.sample_aspect_ratio = info.sample_aspect_ratio
+        if crf is not None:  # x264's crf 0 is lossy above 8 bits; qp 0 is lossless at any depth
+            stream.options = {"qp": "0"} if crf == 0 and codec_name == "libx264" else {"crf": str(crf)}
+        self._convert = {"format": stream.pix_fmt, "interpolation": _ENCODE_SCALER,
+                         "dst_colorspace": yuv_matrix(info.colour.get("colorspace", 2), info.height),
+                         "dst_color_range": yuv_range(info.colour.get("color_range", 0), stream.pix_fmt)}
+        return stream
+
+    def write(self, image: np.ndarray, frame: DecodedFrame) -> None:
+        """Encode one (H, W, 3) uint8 RGB image at the pts of `frame` (its index if it has none)."""
+        out = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(**self._convert)
+        tb = self.stream.codec_context.time_base
+        out.pts = frame.index if frame.pts is None else int(frame.pts * (frame.time_base or tb) / tb)
+        if frame.duration:
+            out.duration = frame.duration
+        self._end_time = float((out.pts + (frame.duration or 1)) * tb)
+        self._durations[out.pts] = frame.duration
+        if self._copy:
+            self._copy.mux_until(self._end_time)
+        self._mux(self.stream.encode(out))
+        self.frames += 1
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        """Mux encoded packets with their frame's own duration (x264 drops it; the last frame needs it)."""
+        for packet in packets:
+            duration = self._durations.pop(packet.pts, None)
+            if duration:
+                packet.duration = duration
+        self.container.mux(packets)
+
+    def close(self, complete: bool = True) -> int:
+        """Flush the encoder, copy the rest of the audio (up to the last frame if not complete), rename."""
+        self._mux(self.stream.encode(None))
+        if self._copy:
+            self._copy.mux_until(None if complete else self._end_time)
+            self._copy.close()
+        self.container.close()
+        os.replace(self.tmp, self.dest)
+        return self.frames
+
+    def abort(self) -> None:
+        """Close without finishing and remove the temporary file."""
+        for closable in (getattr(self, "_copy", None), self.container):
+            try:
+                if closable:
+                    closable.close()
+            except Exception:  # noqa: BLE001 - best effort: the file is deleted next
+                pass
+        self.tmp.unlink(missing_ok=True)
+
+
+class _StreamCopier:
+    """Copies the audio and subtitle packets of an input file into an output container, by time."""
+
+    def __init__(self, path: str, output: av.container.OutputContainer) -> None:
+        self.input = av.open(path, "r")
+        self.output = output
+        self.streams = {}
+        for stream in self.input.streams:
+            if stream.type not in ("audio", "subtitle"):
+                continue
+            try:
+                self.streams[stream.index] = output.add_stream_from_template(stream)
+            except (ValueError, av.FFmpegError) as exc:
+                print(f"streamrestore: warning: {path}: {stream.type} stream {stream.index} "
+                      f"({stream.codec_context.name}) not copied: {exc}", file=sys.stderr)
+        self._packets = self.input.demux([self.input.streams[i] for i in self.streams]) if self.streams else iter(())
+        self._pending: av.Packet | None = None
+
+    def mux_until(self, seconds: float | None) -> None:
+        """Mux the packets that start before `seconds` (all of them when None)."""
+        while self.streams:
+            packet = self._pending or next(self._packets, None)
+            self._pending = None
+            if packet is None:
+                return
+            ts = packet.dts if packet.dts is not None else packet.pts
+            if ts is None:  # demuxer flush packet
+                continue
+            if seconds is not None and float(ts * packet.time_base) >= seconds:
+                self._pending = packet
+                return
+            packet.stream = self.streams[packet.stream_index]
+            self.output.mux(packet)
+
+    def close(self) -> None:
+        self.input.close()
