@@ -10,9 +10,9 @@ from streamrestore.errors import UserError
 # Explicit registry: subcommand name -> module in streamrestore.commands.
 COMMANDS = {
     "train": "train",
-    "eval": "evaluate",
-    "run": "run",
-    "export": "export",
+#    "eval": "evaluate",
+#    "run": "run",
+#    "export": "export",
 }
 
 

@@ -1,0 +1,78 @@
+"""`streamrestore train`: two-stage IR-CM consistency training (or the CNN-baseline control)."""
+from __future__ import annotations
+
+import datetime
+import sys
+from pathlib import Path
+
+from streamrestore.degradations import TASKS
+from streamrestore.errors import UserError
+from streamrestore.network import SIZES
+from streamrestore.options import positive_int, choice
+
+
+def add_parser(subparsers, name: str) -> None:
+    p = subparsers.add_parser(name, help="train an IR-CM checkpoint for a task",
+                              description="Train IR-CM with synthetic degradations of clean photographs (--data) "
+                                          "or on a paired lq/ + gt/ dataset (--paired).")
+    p.add_argument("--task", required=True, type=choice("--task", TASKS))
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="folder of clean RGB photographs (degraded on the fly, seeded)")
+    source.add_argument("--paired", help="folder with lq/ and gt/ subfolders of matching file names")
+    p.add_argument("--out", required=True, help="weights to write (.safetensors); the model card goes beside it (.json)")
+    p.add_argument("--size", default="small", type=choice("--size", tuple(SIZES)))
+    p.add_argument("--stage", default="both", type=choice("--stage", ("linear", "nonlinear", "both", "baseline")),
+                   help="linear fitting, nonlinear fitting, both in turn, or the plain-L1 CNN-baseline")
+    p.add_argument("--iters", default=2000, type=positive_int("--iters"), help="iterations per stage")
+    p.add_argument("--batch", default=8, type=positive_int("--batch"))
+    p.add_argument("--patch", default=128, type=positive_int("--patch", minimum=32, multiple=16))
+    p.add_argument("--lr", default=1e-3, type=float)
+    p.add_argument("--seed", default=0, type=int)
+    p.add_argument("--holdout-every", default=6, type=positive_int("--holdout-every", minimum=0),
+                   help="hold out every N-th image of --data (sorted by name) for eval; 0 holds none out")
+    p.add_argument("--device", default="cpu", type=choice("--device", ("cpu", "cuda")))
+    p.add_argument("--init", help="start from these weights (e.g. stage 2 from a stage-1 checkpoint)")
+    p.add_argument("--perceptual-weights", help="VGG16 weights file (torchvision key names) for the paper's perceptual "
+                                                "term; without it an FFT-amplitude L1 substitute is used")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint state beside --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=main)
+
+
+def main(args) -> int:
+    import torch
+
+    from streamrestore.data import PairedPatches, SyntheticPairs
+    from streamrestore.imagefiles import list_images, paired_files, split_holdout
+    from streamrestore.training import STAGE_CHOICES, TrainConfig, state_path, train
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise UserError(f"--out {out}: weights are written as safetensors; name the file *.safetensors")
+    if out.exists() and not args.resume and not state_path(out).exists():
+        pass  # retraining replaces our own previous weights; the card records the run
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible to PyTorch; use --device cpu")
+    if args.perceptual_weights and not Path(args.perceptual_weights).is_file():
+        raise UserError(f"--perceptual-weights {args.perceptual_weights}: no such file")
+    if args.init and not Path(args.init).is_file():
+        raise UserError(f"--init {args.init}: no such file")
+    if args.data:
+        files, held = split_holdout(list_images(args.data), args.holdout_every)
+        pairs = SyntheticPairs(files, args.task, args.patch, args.seed)
+        data = {"kind": "synthetic degradations of clean photographs", "folder": str(args.data),
+                "images": [f.name for f in files], "held_out": [f.name for f in held],
+                "degradation": f"streamrestore.degradations.TRAIN_SAMPLERS[{args.task!r}]"}
+    else:
+        pair_list = paired_files(args.paired)
+        pairs = PairedPatches(pair_list, args.patch, args.seed)
+        data = {"kind": "paired lq/gt", "folder": str(args.paired), "pairs": len(pair_list)}
+    config = TrainConfig(task=args.task, size=args.size, stages=STAGE_CHOICES[args.stage], iters=args.iters,
+                         batch=args.batch, patch=args.patch, lr=args.lr, seed=args.seed, device=args.device,
+                         perceptual_weights=args.perceptual_weights)
+    card = {"date": datetime.date.today().isoformat(), "data": data,
+            "kind": "cnn-baseline" if args.stage == "baseline" else "ir-cm"}
+    train(config, pairs, out, resume=args.resume, card=card, progress=not args.quiet and sys.stderr.isatty(),
+          init_weights=args.init)
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+    return 0

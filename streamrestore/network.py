@@ -1,0 +1,166 @@
+"""A light conditional U-Net of NAFNet blocks (Chen et al., ECCV 2022) with a scale/shift time embedding.
+
+The network is F(x, cond, t): it knows nothing of the SDE. Input x and cond are (N, 3, H, W) float
+images, t is (N,) float time in [0, 1]; output is (N, 3, H, W). H and W must be multiples of
+`pad_multiple` (callers pad and crop). The full-resolution work is one pixel-unshuffle, so the
+cost per pixel stays small (`macs_per_pixel`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    width: int = 16
+    enc_blocks: tuple[int, ...] = (1, 1, 1)
+    mid_blocks: int = 1
+    dec_blocks: tuple[int, ...] = (1, 1, 1)
+    time_dim: int = 64
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NetworkConfig":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+# Explicit registry of sizes: `small` for CPU real time (< 8 k MACs/pixel), `base` for the GPU.
+SIZES = {
+    "small": NetworkConfig(width=16, enc_blocks=(1, 1, 1), mid_blocks=1, dec_blocks=(1, 1, 1)),
+    "base": NetworkConfig(width=32, enc_blocks=(1, 2, 2), mid_blocks=4, dec_blocks=(1, 1, 1)),
+}
+
+
+class LayerNorm2d(nn.Module):
+    """Per-pixel LayerNorm over channels, computed in float32 (FP16 overflow guard, DESIGN.md s.7)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        mean = x32.mean(1, keepdim=True)
+        var = (x32 - mean).pow(2).mean(1, keepdim=True)
+        y = (x32 - mean) / torch.sqrt(var + 1e-6)
+        return (y * self.weight.float() + self.bias.float()).to(x.dtype)
+
+
+class SimpleGate(nn.Module):
+    """NAFNet's SimpleGate: split channels in two halves and multiply them."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = x.chunk(2, dim=1)
+        return a * b
+
+
+class NAFBlock(nn.Module):
+    """NAFNet block (Chen et al. 2022, Fig. 3c) with scale/shift from the time embedding after norm1."""
+
+    def __init__(self, c: int, time_dim: int):
+        super().__init__()
+        self.norm1, self.norm2 = LayerNorm2d(c), LayerNorm2d(c)
+        self.time = nn.Linear(time_dim, 2 * c)
+        self.conv1 = nn.Conv2d(c, 2 * c, 1)
+        self.dwconv = nn.Conv2d(2 * c, 2 * c, 3, padding=1, groups=2 * c)
+        self.gate = SimpleGate()
+        self.sca = nn.Conv2d(c, c, 1)
+        self.conv3 = nn.Conv2d(c, c, 1)
+        self.ffn_in = nn.Conv2d(c, 2 * c, 1)
+        self.ffn_out = nn.Conv2d(c, c, 1)
+        self.beta = nn.Parameter(torch.zeros(1, c, 1, 1))
+        self.gamma = nn.Parameter(torch.zeros(1, c, 1, 1))
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.time(emb)[:, :, None, None].chunk(2, dim=1)
+        y = self.norm1(x) * (1 + scale) + shift
+        y = self.gate(self.dwconv(self.conv1(y)))
+        y = y * self.sca(y.mean((2, 3), keepdim=True))  # simplified channel attention
+        x = x + self.conv3(y) * self.beta
+        y = self.ffn_out(self.gate(self.ffn_in(self.norm2(x))))
+        return x + y * self.gamma
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of t in [0, 1] (Vaswani et al. 2017, section 3.5), shape (N, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = 1000.0 * t.float()[:, None] * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+class ConditionalNAFUNet(nn.Module):
+    """F(x, cond, t): concat(x, cond) -> pixel-unshuffle(2) -> NAF U-Net -> pixel-shuffle(2) -> 3 channels."""
+
+    def __init__(self, config: NetworkConfig = SIZES["small"]):
+        super().__init__()
+        self.config = config
+        w, td = config.width, config.time_dim
+        self.time_mlp = nn.Sequential(nn.Linear(td, td), nn.SiLU(), nn.Linear(td, td))
+        self.intro = nn.Conv2d(6 * 4, w, 3, padding=1)
+        self.encoders, self.downs = nn.ModuleList(), nn.ModuleList()
+        for n in config.enc_blocks:
+            self.encoders.append(nn.ModuleList([NAFBlock(w, td) for _ in range(n)]))
+            self.downs.append(nn.Conv2d(w, 2 * w, 2, stride=2))
+            w *= 2
+        self.middle = nn.ModuleList([NAFBlock(w, td) for _ in range(config.mid_blocks)])
+        self.ups, self.decoders = nn.ModuleList(), nn.ModuleList()
+        for n in config.dec_blocks:
+            self.ups.append(nn.Sequential(nn.Conv2d(w, 2 * w, 1, bias=False), nn.PixelShuffle(2)))
+            w //= 2
+            self.decoders.append(nn.ModuleList([NAFBlock(w, td) for _ in range(n)]))
+        self.ending = nn.Conv2d(w, 3 * 4, 3, padding=1)
+        nn.init.zeros_(self.ending.weight)  # start as F = 0: the origin estimate begins at mu
+        nn.init.zeros_(self.ending.bias)
+
+    @property
+    def pad_multiple(self) -> int:
+        return 2 ** (len(self.config.enc_blocks) + 1)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        emb = self.time_mlp(timestep_embedding(t, self.config.time_dim)).to(x.dtype)
+        h = self.intro(F.pixel_unshuffle(torch.cat([x, cond], dim=1), 2))
+        skips = []
+        for blocks, down in zip(self.encoders, self.downs):
+            for block in blocks:
+                h = block(h, emb)
+            skips.append(h)
+            h = down(h)
+        for block in self.middle:
+            h = block(h, emb)
+        for up, blocks, skip in zip(self.ups, self.decoders, reversed(skips)):
+            h = up(h) + skip
+            for block in blocks:
+                h = block(h, emb)
+        return F.pixel_shuffle(self.ending(h), 2)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def macs_per_pixel(model: ConditionalNAFUNet, size: int = 256) -> float:
+    """Multiply-accumulates of convolutions and linear layers per input pixel, counted with hooks."""
+    total = 0
+
+    def conv_hook(module, inputs, output):
+        nonlocal total
+        total += output.numel() * (module.in_channels // module.groups) * math.prod(module.kernel_size)
+
+    hooks = [m.register_forward_hook(conv_hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            x = torch.zeros(1, 3, size, size)
+            model(x, x, torch.zeros(1))
+    finally:
+        for h in hooks:
+            h.remove()
+    return total / (size * size)

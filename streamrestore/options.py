@@ -1,0 +1,27 @@
+"""argparse value checkers that give one-line messages naming the option."""
+from __future__ import annotations
+
+import argparse
+
+
+def positive_int(option: str, minimum: int = 1, multiple: int = 1):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} {text!r}: give a whole number") from None
+        if value < minimum or value % multiple:
+            extra = f" and a multiple of {multiple}" if multiple > 1 else ""
+            raise argparse.ArgumentTypeError(f"{option} {value}: must be at least {minimum}{extra}")
+        return value
+
+    return parse
+
+
+def choice(option: str, allowed: tuple[str, ...]):
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise argparse.ArgumentTypeError(f"{option} {text!r}: unknown; use one of {', '.join(allowed)}")
+        return text
+
+    return parse

@@ -1,0 +1,62 @@
+"""Multi-step consistency sampling of IR-CM (Algorithm 3) and the noise policies for video."""
+from __future__ import annotations
+
+import torch
+
+from streamrestore.sde import MeanRevertingSchedule, marginal_std, mean_reverting_marginal
+
+NOISE_POLICIES = ("fixed", "fresh", "zero")
+
+
+def sampling_times(T: int, steps: int) -> list[int]:
+    """t_n of Algorithm 3: T, T/2, T/4, ... (integer halving), `steps` values, all >= 1."""
+    times, t = [], T
+    for _ in range(steps):
+        times.append(max(t, 1))
+        t //= 2
+    return times
+
+
+def sample(model, schedule: MeanRevertingSchedule, mu: torch.Tensor, noises: list[torch.Tensor]) -> torch.Tensor:
+    """Algorithm 3 with M = len(noises) steps; noises[0] starts x_T, noises[i] re-noises before step i.
+
+    mu: (N, 3, H, W) in [0, 1]; returns the last origin estimate, float32, not clipped.
+    """
+    times = sampling_times(schedule.T, len(noises))
+    n = mu.shape[0]
+    t = torch.full((n,), times[0], dtype=torch.long, device=mu.device)
+    x = mu + marginal_std(schedule, t, mu) * noises[0]  # x_T = mu + sqrt(v_T) z
+    x0 = model(x, mu, t)
+    for t_next, z in zip(times[1:], noises[1:]):
+        t = torch.full((n,), t_next, dtype=torch.long, device=mu.device)
+        x = mean_reverting_marginal(schedule, x0, mu, t, z)
+        x0 = model(x, mu, t)
+    return x0
+
+
+class NoisePolicy:
+    """Where the z of Algorithm 3 comes from, frame after frame of one stream.
+
+    fixed: one noise field per stream and frame size (no flicker from noise; the default);
+    fresh: new noise every frame; zero: z = 0 (the mean path).
+    """
+
+    def __init__(self, kind: str = "fixed", seed: int = 0):
+        if kind not in NOISE_POLICIES:
+            raise ValueError(f"noise policy must be one of {', '.join(NOISE_POLICIES)}, not {kind!r}")
+        self.kind, self.seed = kind, seed
+        self._fixed: dict[tuple, list[torch.Tensor]] = {}
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def draw(self, steps: int, like: torch.Tensor) -> list[torch.Tensor]:
+        """`steps` noise tensors shaped like `like` (N, C, H, W), on its device, float32."""
+        shape = tuple(like.shape)
+        if self.kind == "zero":
+            return [torch.zeros(shape, device=like.device) for _ in range(steps)]
+        if self.kind == "fresh":
+            return [torch.randn(shape, generator=self._generator).to(like.device) for _ in range(steps)]
+        key = (steps, shape[1:], like.device)
+        if key not in self._fixed:
+            g = torch.Generator().manual_seed(self.seed)
+            self._fixed[key] = [torch.randn((1, *shape[1:]), generator=g).to(like.device) for _ in range(steps)]
+        return [z.expand(shape) for z in self._fixed[key]]

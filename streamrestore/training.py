@@ -1,0 +1,170 @@
+"""Two-stage consistency training of IR-CM (Algorithms 1 and 2), and the paper's CNN-baseline control.
+
+Side effects (progress bar, checkpoint files) live here and in the CLI; the maths lives in
+sde.py / consistency.py / losses.py.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from streamrestore.checkpoint import save_model
+from streamrestore.consistency import ConsistencyModel
+from streamrestore.losses import VGG16Perceptual, fft_amplitude_l1, irc_m_loss
+from streamrestore.network import SIZES, ConditionalNAFUNet, count_parameters, macs_per_pixel
+from streamrestore.sde import MeanRevertingSchedule
+
+STAGE_CHOICES = {"linear": ["linear"], "nonlinear": ["nonlinear"], "both": ["linear", "nonlinear"],
+                 "baseline": ["baseline"]}
+
+
+@dataclass
+class TrainConfig:
+    task: str
+    size: str = "small"
+    stages: list[str] = field(default_factory=lambda: ["linear", "nonlinear"])
+    iters: int = 2000  # per stage
+    batch: int = 8
+    patch: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    lambda_og: float = 0.8
+    lambda_perc: float = 0.125
+    boundary_fraction: float = 0.25  # share of pairs with t_{n+1} = T, the time one-step inference uses
+    seed: int = 0
+    device: str = "cpu"
+    checkpoint_seconds: float = 120.0
+    perceptual_weights: str | None = None
+
+
+def sample_pair_index(batch: int, T: int, boundary_fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """n in {1..T-1} uniform (consistency training), a `boundary_fraction` of them set to T-1."""
+    n = torch.randint(1, T, (batch,), generator=generator)
+    at_boundary = torch.rand(batch, generator=generator) < boundary_fraction
+    return torch.where(at_boundary, torch.full_like(n, T - 1), n)
+
+
+def cnn_baseline_loss(model: ConsistencyModel, lq: torch.Tensor, hq: torch.Tensor):
+    """The paper's control: the same network, plain L1 from LQ to HQ at the constant t = T."""
+    t = torch.full((lq.shape[0],), model.schedule.T, dtype=torch.long, device=lq.device)
+    loss = F.l1_loss(model(lq, lq, t), hq)
+    return loss, {"l1": loss.item()}
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Linear warm-up over 100 iterations, then cosine decay to 5% of the base rate."""
+    warm = min(1.0, (step + 1) / 100)
+    return config.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / max(1, config.iters))))
+
+
+def build_model(size: str) -> ConsistencyModel:
+    return ConsistencyModel(ConditionalNAFUNet(SIZES[size]), MeanRevertingSchedule.create())
+
+
+def state_path(out: Path) -> Path:
+    return out.with_name(out.name + ".train.pt")
+
+
+def train(config: TrainConfig, pairs, out: str | Path, resume: bool = False, card: dict | None = None,
+          progress: bool = True, init_weights: str | None = None) -> dict:
+    """Run the configured stages, checkpointing every few minutes; returns the model card."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    model = build_model(config.size).to(config.device)
+    if init_weights:
+        from streamrestore.checkpoint import load_model
+
+        model.network.load_state_dict(load_model(init_weights).network.state_dict())
+    perceptual = VGG16Perceptual(config.perceptual_weights).to(config.device) if config.perceptual_weights else fft_amplitude_l1
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    log = {"stage_index": 0, "iteration": 0, "curve": [], "seconds": 0.0}
+    if resume and state_path(out).is_file():
+        saved = torch.load(state_path(out), map_location=config.device, weights_only=True)
+        model.network.load_state_dict(saved["network"])
+        optimiser.load_state_dict(saved["optimiser"])
+        log = saved["log"]
+    card = dict(card or {})
+    card.update(model_facts(model, config))
+    generator = torch.Generator().manual_seed(config.seed + 7919 * log["iteration"] + log["stage_index"])
+    pairs.rng = np.random.default_rng(config.seed + log["iteration"] + 1000 * log["stage_index"])
+    last_save, started = time.monotonic(), time.monotonic() - log["seconds"]
+    while log["stage_index"] < len(config.stages):
+        stage = config.stages[log["stage_index"]]
+        if log["iteration"] == 0 and log["stage_index"] > 0:
+            optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        bar = tqdm(total=config.iters, initial=log["iteration"], desc=f"{config.task} {stage}", disable=not progress,
+                   dynamic_ncols=True)
+        while log["iteration"] < config.iters:
+            loss, parts = training_step(model, optimiser, pairs, config, stage, generator, log["iteration"], perceptual)
+            log["iteration"] += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", **{k: f"{v:.4f}" for k, v in parts.items()})
+            if log["iteration"] % 25 == 0 or log["iteration"] == 1:
+                log["curve"].append([stage, log["iteration"], round(loss, 5)])
+            if time.monotonic() - last_save > config.checkpoint_seconds:
+                log["seconds"] = time.monotonic() - started
+                save_training_state(out, model, optimiser, log, card, config)
+                last_save = time.monotonic()
+        bar.close()
+        log["stage_index"] += 1
+        log["iteration"] = 0
+    log["seconds"] = time.monotonic() - started
+    save_training_state(out, model, optimiser, log, card, config)
+    return card
+
+
+def training_step(model, optimiser, pairs, config: TrainConfig, stage: str, generator, step: int,
+                  perceptual=fft_amplitude_l1):
+    for group in optimiser.param_groups:
+        group["lr"] = learning_rate(config, step)
+    lq, hq = (x.to(config.device) for x in pairs.batch(config.batch))
+    if stage == "baseline":
+        loss, parts = cnn_baseline_loss(model, lq, hq)
+    else:
+        n = sample_pair_index(lq.shape[0], model.schedule.T, config.boundary_fraction, generator).to(config.device)
+        z = torch.randn(lq.shape, generator=generator).to(config.device)
+        loss, parts = irc_m_loss(model, lq, hq, stage, n, z, perceptual, config.lambda_og, config.lambda_perc)
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimiser.step()
+    return loss.item(), parts
+
+
+def model_facts(model: ConsistencyModel, config: TrainConfig) -> dict:
+    network = model.network
+    return {
+        "task": config.task,
+        "architecture": {"name": "ConditionalNAFUNet", "size": config.size, "config": network.config.to_dict(),
+                         "parameters": count_parameters(network), "macs_per_pixel": round(macs_per_pixel(network.cpu())),
+                         "parametrisation": model.parametrisation},
+        "schedule": {"T": model.schedule.T, "lambda": model.schedule.lam, "eps": 0.005, "theta": "cosine, s=0.008"},
+        "losses": ({"L1 LQ->HQ at t=T (CNN-baseline)": 1.0} if config.stages == ["baseline"] else
+                   {"consistency": "L1 to stopgrad(f_phi) at t_n (phi- = stop-gradient of phi, no EMA)",
+                    "origin_guided": "L1 to HQ", "lambda_og": config.lambda_og, "lambda_perc": config.lambda_perc,
+                    "perceptual": ("VGG16 pool2+pool5 from " + Path(config.perceptual_weights).name) if config.perceptual_weights
+                    else "substitute: L1 of orthonormal FFT amplitudes (no VGG16 weights passed)"}),
+        "training": {k: v for k, v in asdict(config).items() if k not in ("task", "perceptual_weights")},
+    }
+
+
+def save_training_state(out: Path, model, optimiser, log: dict, card: dict, config: TrainConfig) -> None:
+    """Resumable state (weights_only-loadable) plus the current weights and card, each written atomically."""
+    model.to("cpu")
+    tmp = state_path(out).with_suffix(".tmp")
+    torch.save({"network": model.network.state_dict(), "optimiser": optimiser.state_dict(), "log": log}, tmp)
+    os.replace(tmp, state_path(out))
+    card["training"]["completed"] = {"stage_index": log["stage_index"], "iteration": log["iteration"],
+                                     "seconds": round(log["seconds"], 1)}
+    card["training"]["loss_curve"] = log["curve"]
+    save_model(out, model, card)
+    model.to(config.device)
