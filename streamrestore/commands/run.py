@@ -1,0 +1,139 @@
+"""`streamrestore run INPUT --task TASK -o OUTPUT`: restore a video file, an image or a folder of images."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import av
+
+from streamrestore.backends.registry import BACKEND_NAMES, create_backend
+from streamrestore.errors import UserError
+from streamrestore.io import check_output, open_sink, open_source
+from streamrestore.pipeline import run_pipeline
+from streamrestore.report import LatencyReport
+
+CRF_MAX = {"libx264": 51, "libx265": 51}  # other encoders (vp9, av1) take 0-63
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is too small; use 1 or more")
+    return value
+
+
+def _crf(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= 63:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; use 0 (lossless) to 51 (x264) or 63")
+    return value
+
+
+def add_parser(subparsers, name: str) -> None:
+    p = subparsers.add_parser(name, help="restore a video file, an image or a folder of images",
+                              description=__doc__)
+    p.add_argument("input", metavar="INPUT", help="video file, image file, folder of images (or rtsp:// URL)")
+    p.add_argument("--task", required=True, help="derain, denoise, deblur, lowlight, or passthrough (identity)")
+    p.add_argument("-o", "--output", required=True, metavar="OUTPUT",
+                   help="video file (.mp4, .mkv, ...), image file, folder (PNG), or folder/*.jpg")
+    p.add_argument("--steps", type=_at_least_one, default=1, help="sampling steps (default 1)")
+    p.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--batch", type=_at_least_one, default=1, help="frames per model call (1: lowest latency)")
+    p.add_argument("--noise", choices=("fixed", "fresh", "zero"), default="fixed",
+                   help="sampling noise: fixed per stream (default), fresh per frame, or zero")
+    p.add_argument("--weights", help="checkpoint file instead of the task's shipped one")
+    p.add_argument("--codec", help="video encoder (default libx264; libvpx-vp9 for .webm)")
+    p.add_argument("--crf", type=_crf, help="encoder quality, 0 = lossless (default: the encoder's)")
+    p.add_argument("--report", metavar="JSON", help="write per-frame latencies and the summary as JSON")
+    p.add_argument("--csv", metavar="CSV", help="write per-frame latencies as CSV")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
+    p.set_defaults(handler=main)
+
+
+def check_codec(name: str | None, crf: int | None) -> None:
+    """UserError unless `name` is a video encoder PyAV has and `crf` is within its range."""
+    if name is not None:
+        try:
+            codec = av.Codec(name, "w")
+        except (av.FFmpegError, ValueError):
+            raise UserError(f"--codec {name!r}: no such encoder in this FFmpeg; try libx264, libx265, "
+                            "libvpx-vp9, mpeg4 or ffv1") from None
+        if codec.type != "video":
+            raise UserError(f"--codec {name!r} is a {codec.type} encoder; give a video encoder such as libx264")
+    limit = CRF_MAX.get(name or "libx264", 63)
+    if crf is not None and crf > limit:
+        raise UserError(f"--crf {crf} is out of range for {name or 'libx264'}; use 0 to {limit}")
+
+
+def main(args: argparse.Namespace) -> int:
+    check_codec(args.codec, args.crf)
+    check_output(args.output, args.input, overwrite=args.overwrite)
+    source = open_source(args.input)
+    try:
+        backend = create_backend(args.task, backend=args.backend, device=args.device, steps=args.steps,
+                                 noise=args.noise, weights=args.weights)
+        sink = open_sink(args.output, source.info, source=args.input, codec=args.codec, crf=args.crf)
+    except ModuleNotFoundError as exc:
+        source.close()
+        raise UserError(f"--task {args.task}: its backend is not available in this build "
+                        f"({exc.name} is missing); use --task passthrough or install it") from None
+    except BaseException:
+        source.close()
+        raise
+    report = LatencyReport(facts=_facts(args, backend))
+    progress = _progress_bar(source.info.frames, args.quiet)
+    try:
+        result = run_pipeline(source, backend, sink, batch=args.batch, progress=progress, report=report)
+    except av.FFmpegError as exc:
+        raise UserError(f"{args.output}: encoding failed ({exc}); try another --codec or OUTPUT format") from None
+    finally:
+        if progress is not None:
+            progress.close()
+    _write_reports(args, result.report)
+    if result.interrupted:
+        sys.stderr.write(f"streamrestore: interrupted: {args.output} holds the first {result.frames} frames "
+                         "and is complete and playable under its final name\n")
+        return 130
+    return 0
+
+
+def _facts(args: argparse.Namespace, backend) -> dict:
+    return {"input": args.input, "output": args.output, "task": args.task, "backend": backend.name,
+            "device": backend.device, "precision": backend.precision, "model": backend.model,
+            "batch": args.batch, "steps": args.steps, "noise": args.noise}
+
+
+def _progress_bar(total: int | None, quiet: bool):
+    """A tqdm bar (frames, FPS, ETA) on a terminal; None when quiet or stderr is not a terminal."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="frame", dynamic_ncols=True, leave=False)
+
+
+def _write_reports(args: argparse.Namespace, report: LatencyReport) -> None:
+    if args.report:
+        report.write_json(args.report)
+    if args.csv:
+        report.write_csv(args.csv)
+    for count, what in ((report.skipped, "frames skipped (undecodable)"), (report.dropped, "frames dropped")):
+        if count:
+            sys.stderr.write(f"streamrestore: warning: {args.input}: {count} {what}\n")
+    if not args.quiet:
+        print(report.table())
+
+
+if __name__ == "__main__":  # `python -m streamrestore.commands.run ...`: this command alone
+    from streamrestore import cli
+
+    cli.COMMANDS = {"run": "run"}
+    raise SystemExit(cli.main(["run", *sys.argv[1:]]))
