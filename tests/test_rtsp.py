@@ -1,0 +1,137 @@
+"""Live feeds against a real RTSP server on 127.0.0.1 (tests/rtsp_server.py, GStreamer)."""
+from __future__ import annotations
+
+import threading
+import time
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from rtsp_fixtures import rtsp_clip, rtsp_server, rtsp_server_factory, silent_server  # noqa: F401
+from streamrestore.errors import UserError
+from streamrestore.io.base import DecodedFrame, StreamInfo
+from streamrestore.io.rtsp import H264Sink, ReconnectPolicy, RtspSource, SegmentedSink, rtsp_sink
+
+FAST_RETRY = ReconnectPolicy(attempts=6, first_delay=0.2, max_delay=1.0)
+
+
+def read_video(path) -> list[tuple[int, tuple[int, int]]]:
+    with av.open(str(path)) as container:
+        return [(f.pts, (f.width, f.height)) for f in container.decode(video=0)]
+
+
+def test_reconnect_policy_backoff_and_parse():
+    policy = ReconnectPolicy(attempts=3, first_delay=0.5, max_delay=2.0)
+    assert [policy.delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 2.0]
+    assert not policy.gives_up_after(3) and policy.gives_up_after(4)
+    assert ReconnectPolicy.parse("forever").attempts is None
+    assert ReconnectPolicy.parse("2").attempts == 2
+    with pytest.raises(UserError, match="forever"):
+        ReconnectPolicy.parse("often")
+
+
+def test_segmented_sink_rolls_over_complete_files(tmp_path):
+    info = StreamInfo(width=64, height=48, time_base=Fraction(1, 15), average_rate=Fraction(15))
+    sink = SegmentedSink(str(tmp_path / "out.mp4"), info, segment_time=1.0)
+    for i in range(40):  # 2.7 s at 15 fps -> 3 segments
+        sink.write(np.full((48, 64, 3), i * 6, np.uint8), DecodedFrame(np.empty(0), i, pts=i, time_base=Fraction(1, 15)))
+    assert sink.close() == 40
+    assert [p.rsplit("/", 1)[1] for p in sink.paths] == ["out_00000.mp4", "out_00001.mp4", "out_00002.mp4"]
+    assert [len(read_video(p)) for p in sink.paths] == [15, 15, 10]
+
+
+@pytest.mark.rtsp
+def test_live_feed_restored_for_n_seconds(rtsp_server, tmp_path):
+    source = RtspSource(rtsp_server.url("cam"), duration=2.5)
+    assert (source.info.width, source.info.height, source.info.is_live) == (64, 48, True)
+    sink = H264Sink(str(tmp_path / "out.mp4"), source.info)
+    for frame in source:
+        sink.write(255 - frame.image, frame)  # a stand-in restoration
+    written = sink.close()
+    source.close()
+    frames = read_video(tmp_path / "out.mp4")
+    assert 25 <= written == len(frames) <= 45  # 15 fps for 2.5 s
+    pts = [p for p, _ in frames]
+    assert pts == sorted(set(pts)) and frames[0][1] == (64, 48)
+
+
+@pytest.mark.rtsp
+def test_server_restart_mid_run_reconnects(rtsp_server):
+    source = RtspSource(rtsp_server.url("cam"), stall_timeout=1.0, reconnect=FAST_RETRY)
+    seen: list[tuple[float, int]] = []
+    restarted = threading.Event()
+
+    def kill_and_restart():
+        time.sleep(1.0)
+        rtsp_server.stop()
+        time.sleep(0.5)
+        rtsp_server.start()
+        restarted.set()
+
+    threading.Thread(target=kill_and_restart, daemon=True).start()
+    deadline = time.monotonic() + 15
+    for frame in source:
+        seen.append((time.monotonic(), frame.pts))
+        if (restarted.is_set() and source.reconnects >= 1 and len(seen) > 5) or time.monotonic() > deadline:
+            if sum(1 for t, _ in seen if t > seen[-1][0] - 0.5) >= 5:  # flowing again
+                break
+    source.close()
+    assert source.reconnects == 1 and source.events
+    pts = [p for _, p in seen]
+    assert all(b > a for a, b in zip(pts, pts[1:])), "output pts must stay monotonic across the reconnect"
+    gap = max(b[0] - a[0] for a, b in zip(seen, seen[1:]))
+    assert gap < 8.0
+
+
+@pytest.mark.rtsp
+def test_url_that_never_answers_fails_clearly(silent_server):
+    started = time.monotonic()
+    with pytest.raises(UserError, match=r"cannot connect after 2 attempt\(s\).*--reconnect forever"):
+        RtspSource(silent_server, open_timeout=1.0, stall_timeout=1.0,
+                   reconnect=ReconnectPolicy(attempts=1, first_delay=0.2))
+    assert time.monotonic() - started < 8.0
+
+
+@pytest.mark.rtsp
+@pytest.mark.parametrize("policy", ["latest", "all"])
+def test_live_policy_when_restore_is_slower_than_the_feed(rtsp_server, policy):
+    source = RtspSource(rtsp_server.url("cam"), policy=policy, duration=2.0)
+    ages = []
+    for frame in source:
+        time.sleep(0.15)  # restore at ~6 fps, feed at 15 fps
+        ages.append(time.monotonic() - frame.captured_at)
+    source.close()
+    if policy == "latest":
+        assert source.dropped >= 8 and max(ages) < 0.6  # stale frames dropped: latency stays bounded
+    else:
+        assert source.dropped == 0 and ages[-1] > ages[0] + 0.5  # every frame kept: latency grows
+
+
+@pytest.mark.rtsp
+def test_publish_and_read_back(rtsp_server):
+    source = RtspSource(rtsp_server.url("cam"), duration=6.0)
+    sink = rtsp_sink(rtsp_server.url("pub"), source.info)
+    stop = threading.Event()
+
+    def publish():
+        for frame in source:
+            sink.write(frame.image, frame)
+            if stop.is_set():
+                break
+        sink.close()
+
+    publisher = threading.Thread(target=publish, daemon=True)
+    publisher.start()
+    time.sleep(1.0)
+    sizes = []
+    with av.open(rtsp_server.url("pub/play"), options={"rtsp_transport": "tcp"}, timeout=(5, 5)) as player:
+        for frame in player.decode(video=0):
+            sizes.append((frame.width, frame.height))
+            if len(sizes) >= 10:
+                break
+    stop.set()
+    publisher.join(timeout=10)
+    source.close()
+    assert sizes == [(64, 48)] * 10 and sink.frames >= 10
