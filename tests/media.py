@@ -15,7 +15,7 @@ BT709, BT601 = 1, 6
 LIMITED, FULL = 1, 2
 
 
-def test_image(width: int, height: int, index: int) -> np.ndarray:
+def synth_image(width: int, height: int, index: int) -> np.ndarray:
     """(H, W, 3) uint8 RGB: gradients plus a blurred square that moves with `index`."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     image = np.stack([40 + 170 * xx / max(width - 1, 1), 40 + 170 * yy / max(height - 1, 1),
@@ -43,7 +43,7 @@ def make_clip(path: str | Path, *, width: int = 64, height: int = 48, frames: in
         swscale = {"dst_colorspace": "ITU709" if colorspace == BT709 else "ITU601",
                    "dst_color_range": "MPEG" if color_range == LIMITED else "JPEG", "interpolation": "AREA"}
         for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(test_image(width, height, i), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(synth_image(width, height, i), format="rgb24")
             frame = frame.reformat(format=pix_fmt, **swscale)
             frame.pts = pts[i]
             out.mux(video.encode(frame))
@@ -80,7 +80,7 @@ def make_images(folder: str | Path, count: int = 4, width: int = 33, height: int
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"img_{i:03d}{suffix}" for i in range(count)]
     for i, path in enumerate(paths):
-        cv2.imwrite(str(path), cv2.cvtColor(test_image(width, height, i), cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(path), cv2.cvtColor(synth_image(width, height, i), cv2.COLOR_RGB2BGR))
     return paths
 
 

@@ -1,0 +1,75 @@
+"""The threaded pipeline with the identity backend: order, batching, report, errors, images."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from media import make_clip, make_images, probe
+from streamrestore.backends.base import PassthroughBackend
+from streamrestore.errors import UserError
+from streamrestore.io import open_sink, open_source
+from streamrestore.pipeline import run_pipeline
+from streamrestore.report import STAGES, LatencyReport
+
+
+class _Failing(PassthroughBackend):
+    def __call__(self, frames):
+        raise RuntimeError("model exploded")
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_all_frames_in_order_with_report(tmp_path, batch):
+    src = make_clip(tmp_path / "in.mp4", frames=10, vfr=True)
+    source = open_source(str(src))
+    sink = open_sink(str(tmp_path / "out.mp4"), source.info, source=str(src))
+    report = LatencyReport(facts={"backend": "passthrough"}, warmup=2)
+    result = run_pipeline(source, PassthroughBackend(), sink, batch=batch, report=report)
+    assert result.frames == 10 and not result.interrupted
+    assert [r["index"] for r in report.records] == list(range(10))
+    assert max(r["batch"] for r in report.records) <= batch
+    assert probe(tmp_path / "out.mp4")["pts"] == probe(src)["pts"]
+    summary = report.summary()
+    assert summary["frames"] == 10 and summary["throughput_fps"] > 0
+    assert set(summary["stages_ms"]) == set(STAGES)
+    assert set(summary["stages_ms"]["end_to_end"]) == {"p50", "p90", "p99", "max", "mean"}
+    report.write_json(str(tmp_path / "r.json"))
+    assert len(json.loads((tmp_path / "r.json").read_text())["frames"]) == 10
+
+
+def test_backend_error_removes_output(tmp_path):
+    src = make_clip(tmp_path / "in.mp4", frames=6, audio=False)
+    source = open_source(str(src))
+    sink = open_sink(str(tmp_path / "out.mp4"), source.info)
+    with pytest.raises(RuntimeError, match="exploded"):
+        run_pipeline(source, _Failing(), sink, batch=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_image_folder_keeps_names_and_sizes(tmp_path):
+    inputs = make_images(tmp_path / "in", count=4, width=33, height=25)
+    source = open_source(str(tmp_path / "in"))
+    sink = open_sink(str(tmp_path / "out"), source.info)
+    assert run_pipeline(source, PassthroughBackend(), sink, batch=3).frames == 4
+    outputs = sorted((tmp_path / "out").iterdir())
+    assert [p.name for p in outputs] == [p.name for p in inputs]
+    import cv2
+
+    for a, b in zip(inputs, outputs):
+        assert np.array_equal(cv2.imread(str(a)), cv2.imread(str(b)))
+
+
+def test_zero_frame_video_is_a_user_error(tmp_path):
+    import av
+
+    path = tmp_path / "empty.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height = 64, 48
+    with pytest.raises(UserError):
+        source = open_source(str(path))
+        sink = open_sink(str(tmp_path / "out.mp4"), source.info)
+        run_pipeline(source, PassthroughBackend(), sink)
+    assert not (tmp_path / "out.mp4").exists()
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
