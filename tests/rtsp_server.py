@@ -15,12 +15,12 @@ It prints "READY <port>" on stdout once it listens, and runs until killed.
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 
 import gi
 
 gi.require_version("Gst", "1.0")
-gi.require_version("GstApp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
@@ -29,14 +29,23 @@ CAMERA_LAUNCH = (
     "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={gop} "
     "! rtph264pay name=pay0 pt=96 config-interval=1 )"
 )
+# RECORD re-served without Python in the data path: the published RTP goes out over a loopback
+# UDP port, and the /play mount reads it back from there.
+RTP_CAPS = "application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,payload=96"
 RECORD_LAUNCH = (
-    "( rtph264depay name=depay0 ! h264parse config-interval=-1 "
-    "! video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=out emit-signals=true sync=false )"
+    "( rtph264depay name=depay0 ! h264parse config-interval=-1 ! rtph264pay pt=96 config-interval=1 "
+    "! udpsink host=127.0.0.1 port={port} sync=false async=false )"
 )
 REPLAY_LAUNCH = (
-    "( appsrc name=src is-live=true format=time do-timestamp=true "
-    "! h264parse config-interval=-1 ! rtph264pay name=pay0 pt=96 config-interval=1 )"
+    '( udpsrc address=127.0.0.1 port={port} caps="{caps}" ! rtph264depay ! h264parse config-interval=-1 '
+    "! rtph264pay name=pay0 pt=96 config-interval=1 )"
 )
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def decode_clip(path: str) -> tuple[list[bytes], Gst.Caps, float]:
@@ -89,39 +98,15 @@ def serve_clip(factory: GstRtspServer.RTSPMediaFactory, path: str) -> None:
 
 
 def serve_record(mounts: GstRtspServer.RTSPMountPoints, name: str) -> None:
-    """RECORD at /name; readers of /name/play get the published H.264 access units."""
-    readers: list = []  # appsrc elements of the live replay medias
-    last = {"caps": None}
-
-    def on_sample(appsink):
-        sample = appsink.emit("pull-sample")
-        last["caps"] = sample.get_caps()
-        for src in list(readers):
-            if src.get_property("caps") is None:
-                src.set_property("caps", last["caps"])
-            src.emit("push-buffer", sample.get_buffer().copy())
-        return Gst.FlowReturn.OK
-
-    def on_record_configure(_factory, media):
-        media.get_element().get_by_name("out").connect("new-sample", on_sample)
-
-    def on_replay_configure(_factory, media):
-        src = media.get_element().get_by_name("src")
-        if last["caps"] is not None:
-            src.set_property("caps", last["caps"])
-        readers.append(src)
-        media.connect("unprepared", lambda *_: readers.remove(src) if src in readers else None)
-
+    """RECORD at /name; readers of /name/play get what is published, not re-encoded."""
+    port = free_udp_port()
     record = GstRtspServer.RTSPMediaFactory()
     record.set_transport_mode(GstRtspServer.RTSPTransportMode.RECORD)
-    record.set_launch(RECORD_LAUNCH)
-    record.connect("media-configure", on_record_configure)
+    record.set_launch(RECORD_LAUNCH.format(port=port))
     mounts.add_factory(f"/{name}", record)
-
     replay = GstRtspServer.RTSPMediaFactory()
-    replay.set_launch(REPLAY_LAUNCH)
+    replay.set_launch(REPLAY_LAUNCH.format(port=port, caps=RTP_CAPS))
     replay.set_shared(True)
-    replay.connect("media-configure", on_replay_configure)
     mounts.add_factory(f"/{name}/play", replay)
 
 
@@ -135,6 +120,9 @@ def main() -> None:
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
+    # One thread per client: the default single thread would let a reader waiting for the
+    # publisher's first frame block the publisher itself.
+    server.get_thread_pool().set_max_threads(-1)
     mounts = server.get_mount_points()
     for spec in args.serve:
         name, _, path = spec.partition("=")
