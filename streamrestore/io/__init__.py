@@ -25,7 +25,7 @@ def is_live(spec: str) -> bool:
 def open_source(spec: str, **live_options) -> FrameSource:
     """The source for INPUT: a folder or image file, an RTSP URL, or a video file."""
     if is_live(spec):
-        return _live_module().open_source(spec, **live_options)
+        return _live_module().RtspSource(spec, **live_options)
     if os.path.isdir(spec) or is_image_path(spec):
         return ImageSource(spec)
     from streamrestore.io.video import VideoFileSource
@@ -41,7 +41,7 @@ def open_sink(spec: str, info: StreamInfo, *, source: str | None = None, codec: 
     (PNG files), `folder/*.jpg` (files in another format), `rtsp://...` (live).
     """
     if is_live(spec):
-        return _live_module().open_sink(spec, info, codec=codec, **live_options)
+        return _live_module().rtsp_sink(spec, info, **live_options)
     folder, suffix = image_folder_target(spec, info)
     if folder is not None:
         return ImageSink(folder, single=False, suffix=suffix)
