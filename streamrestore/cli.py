@@ -10,7 +10,7 @@ from streamrestore.errors import UserError
 # Explicit registry: subcommand name -> module in streamrestore.commands.
 COMMANDS = {
     "train": "train",
-#    "eval": "evaluate",
+    "eval": "evaluate",
 #    "run": "run",
 #    "export": "export",
 }

@@ -24,6 +24,26 @@ class Backend(Protocol):
 
     def __call__(self, frames: np.ndarray) -> np.ndarray: ...
 
+    # Optional, for overlap (CUDA double buffering): `submit` queues a batch and returns at once;
+    # `Pending.result()` waits for it. A pipeline keeps two batches in flight when a backend has it.
+    # def submit(self, frames: np.ndarray) -> Pending: ...
+
+
+class Pending(Protocol):
+    timings: dict[str, float]  # filled when result() returns
+
+    def result(self) -> np.ndarray: ...
+
+
+class Done:
+    """A Pending whose result is already there (synchronous backends)."""
+
+    def __init__(self, frames: np.ndarray, timings: dict[str, float]):
+        self._frames, self.timings = frames, timings
+
+    def result(self) -> np.ndarray:
+        return self._frames
+
 
 class PassthroughBackend:
     """The identity model (`--task passthrough`): measures the pipeline alone."""
@@ -38,3 +58,6 @@ class PassthroughBackend:
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         return frames
+
+    def submit(self, frames: np.ndarray) -> Done:
+        return Done(frames, dict(self.last_timings))

@@ -1,0 +1,150 @@
+"""PyTorch backend: eager IR-CM sampling on CPU, or on CUDA with FP16 and double buffering.
+
+CUDA path (DESIGN.md section 3): pinned host buffers, an upload stream, a compute stream and a
+download stream, two buffer slots in flight, so the upload of batch k+1 and the download of batch
+k-1 overlap the restore of batch k; uint8<->float conversion, padding and cropping on the GPU;
+stage times from CUDA events.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from streamrestore.backends.base import Done
+from streamrestore.checkpoint import load_model, read_card
+from streamrestore.errors import UserError
+from streamrestore.sampler import NoisePolicy, sample
+from streamrestore.tasks import check_task, default_weights
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"--device {device!r}: use auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible to PyTorch; use --device cpu (or install a CUDA build)")
+    return device
+
+
+class FrameRestorer(torch.nn.Module):
+    """uint8 (N, H, W, 3) RGB -> uint8 (N, H, W, 3): normalise, pad, Algorithm 3, crop, quantise."""
+
+    def __init__(self, model, steps: int, noise: NoisePolicy):
+        super().__init__()
+        self.model, self.steps, self.noise = model, steps, noise
+        self.multiple = model.network.pad_multiple
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        h, w = frames.shape[1:3]
+        mu = frames.permute(0, 3, 1, 2).float().div_(255)
+        pad_h, pad_w = -h % self.multiple, -w % self.multiple
+        if pad_h or pad_w:
+            mu = F.pad(mu, (0, pad_w, 0, pad_h), mode="replicate")
+        out = sample(self.model, self.model.schedule, mu, self.noise.draw(self.steps, mu))
+        out = out[:, :, :h, :w].clamp_(0, 1).mul_(255).round_()
+        return out.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, task: str, device: str = "auto", steps: int = 1, noise: str = "fixed",
+                 weights: str | None = None, fp16: bool | None = None, seed: int = 0):
+        check_task(task)
+        if steps < 1:
+            raise UserError(f"--steps {steps}: must be 1 or more")
+        self.device = resolve_device(device)
+        if fp16 and self.device == "cpu":
+            raise UserError("--fp16 needs --device cuda; on the CPU the torch backend runs FP32")
+        path = weights or default_weights(task, self.device)
+        model = load_model(path, self.device)
+        self.fp16 = self.device == "cuda" if fp16 is None else fp16
+        if self.fp16:
+            model.network.half()  # the consistency-function arithmetic stays float32 (ConsistencyModel)
+        self.precision = "fp16" if self.fp16 else "fp32"
+        card = read_card(path)
+        size = card.get("architecture", {}).get("size", "?")
+        self.model = f"{task} {size} {card.get('kind', 'ir-cm')} {steps}-step ({path.name if hasattr(path, 'name') else path})"
+        self.restorer = FrameRestorer(model, steps, NoisePolicy(noise, seed)).eval()
+        self.last_timings = {"upload": 0.0, "restore": 0.0, "download": 0.0}
+        self._cuda = _CudaDoubleBuffer(self.restorer) if self.device == "cuda" else None
+
+    @torch.inference_mode()
+    def submit(self, frames: np.ndarray):
+        """Queue a batch (N, H, W, 3) uint8; returns a Pending whose result() is the restored batch."""
+        if self._cuda is not None:
+            return self._cuda.submit(frames)
+        start = time.perf_counter()
+        out = self.restorer(torch.from_numpy(np.ascontiguousarray(frames))).numpy()
+        return Done(out, {"upload": 0.0, "restore": (time.perf_counter() - start) * 1e3, "download": 0.0})
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        pending = self.submit(frames)
+        out = pending.result()
+        self.last_timings = dict(pending.timings)
+        return out
+
+
+class _Slot:
+    """One in-flight buffer: pinned host input/output, device input, and the events that bound its stages."""
+
+    def __init__(self, shape: tuple[int, ...], device: torch.device):
+        self.shape = shape
+        self.host_in = torch.empty(shape, dtype=torch.uint8).pin_memory()
+        self.host_out = torch.empty(shape, dtype=torch.uint8).pin_memory()
+        self.device_in = torch.empty(shape, dtype=torch.uint8, device=device)
+        self.events = {k: torch.cuda.Event(enable_timing=True) for k in ("start", "uploaded", "restored", "done")}
+        self.in_use = False
+
+
+class _CudaPending:
+    def __init__(self, slot: _Slot):
+        self.slot, self.timings = slot, {}
+
+    def result(self) -> np.ndarray:
+        e = self.slot.events
+        e["done"].synchronize()
+        self.timings = {"upload": e["start"].elapsed_time(e["uploaded"]),
+                        "restore": e["uploaded"].elapsed_time(e["restored"]),
+                        "download": e["restored"].elapsed_time(e["done"])}
+        out = self.slot.host_out.numpy().copy()
+        self.slot.in_use = False
+        return out
+
+
+class _CudaDoubleBuffer:
+    """Two slots alternate; upload, compute and download each run on their own CUDA stream."""
+
+    def __init__(self, restorer: FrameRestorer):
+        self.restorer = restorer
+        self.device = torch.device("cuda")
+        self.upload, self.compute, self.download = (torch.cuda.Stream() for _ in range(3))
+        self.slots: list[_Slot | None] = [None, None]
+        self.turn = 0
+
+    def submit(self, frames: np.ndarray) -> _CudaPending:
+        index, self.turn = self.turn, 1 - self.turn
+        slot = self.slots[index]
+        if slot is None or slot.shape != frames.shape:
+            slot = self.slots[index] = _Slot(frames.shape, self.device)
+        slot.events["done"].synchronize()  # the slot's previous batch has left the device
+        slot.host_in.numpy()[...] = frames
+        with torch.cuda.stream(self.upload):
+            slot.events["start"].record()
+            slot.device_in.copy_(slot.host_in, non_blocking=True)
+            slot.events["uploaded"].record()
+        with torch.cuda.stream(self.compute), torch.inference_mode():
+            self.compute.wait_event(slot.events["uploaded"])
+            out = self.restorer(slot.device_in)
+            slot.events["restored"].record()
+        with torch.cuda.stream(self.download):
+            self.download.wait_event(slot.events["restored"])
+            out.record_stream(self.download)
+            slot.host_out.copy_(out, non_blocking=True)
+            slot.events["done"].record()
+        slot.in_use = True
+        return _CudaPending(slot)
