@@ -11,7 +11,7 @@ from streamrestore.errors import UserError
 COMMANDS = {
     "train": "train",
     "eval": "evaluate",
-#    "run": "run",
+    "run": "run",
 #    "export": "export",
 }
 
