@@ -135,3 +135,24 @@ def test_publish_and_read_back(rtsp_server):
     publisher.join(timeout=10)
     source.close()
     assert sizes == [(64, 48)] * 10 and sink.frames >= 10
+
+
+@pytest.mark.rtsp
+def test_two_feeds_on_one_engine_one_dies(rtsp_server_factory, tmp_path):
+    from streamrestore.backends.base import PassthroughBackend
+    from streamrestore.multistream import StreamSpec, run_streams
+
+    servers = [rtsp_server_factory(), rtsp_server_factory()]
+    specs = [StreamSpec(name=f"s{i}", input=s.url("cam"), output=str(tmp_path / f"s{i}.mp4")) for i, s in enumerate(servers)]
+    open_source = lambda spec: RtspSource(spec.input, duration=4.0, stall_timeout=1.0,  # noqa: E731
+                                          reconnect=ReconnectPolicy(attempts=1, first_delay=0.2))
+    open_sink = lambda spec, info: H264Sink(spec.output, info)  # noqa: E731
+    threading.Timer(2.0, servers[1].stop).start()
+    reports = run_streams(specs, PassthroughBackend(), open_source=open_source, open_sink=open_sink,
+                          batch=2, batch_wait_ms=40)
+    alive, dead = (r.summary() for r in reports)
+    assert alive["error"] is None and 45 <= alive["frames"] <= 70
+    assert "feed lost" in dead["error"] and 3 <= dead["frames"] < alive["frames"]
+    assert len(read_video(tmp_path / "s0.mp4")) == alive["frames"]
+    assert len(read_video(tmp_path / "s1.mp4")) == dead["frames"]  # what arrived before it died is kept
+    assert max(r["batch"] for r in reports[0].records) == 2  # frames of both feeds shared engine calls

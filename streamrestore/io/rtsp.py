@@ -413,3 +413,15 @@ class SegmentedSink:
         if self._sink is not None:
             self._sink.abort()
             self._sink = None
+
+
+def open_source(url: str, **live_options) -> RtspSource:
+    """`streamrestore.io.open_source` for rtsp:// INPUTs (options: see RtspSource)."""
+    return RtspSource(url, **live_options)
+
+
+def open_sink(url: str, info: StreamInfo, *, codec: str | None = None, **live_options) -> H264Sink:
+    """`streamrestore.io.open_sink` for rtsp:// OUTPUTs: H.264 (libx264) is what RTSP players expect."""
+    if codec not in (None, "libx264"):
+        raise UserError(f"--codec {codec}: publishing to RTSP uses libx264; leave --codec out")
+    return rtsp_sink(url, info, **live_options)
