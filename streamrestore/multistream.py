@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -229,3 +230,31 @@ def _finish_report(feed: _Feed, wall_seconds: float) -> None:
     report.facts["error"] = feed.error
     if feed.spec.report:
         report.write_json(feed.spec.report)
+
+
+def run_command(args, backend, facts: dict) -> int:
+    """`streamrestore run --streams streams.yaml`: 0 when every feed ran cleanly, else 1."""
+    from streamrestore import io
+    from streamrestore.profiles import live_source_options, open_output
+
+    specs = load_streams(args.streams)
+
+    def open_source(spec: StreamSpec) -> FrameSource:
+        return io.open_source(spec.input, **live_source_options(args, spec.input, spec.live_policy,
+                                                                  None if spec.reconnect is None else str(spec.reconnect)))
+
+    def open_sink(spec: StreamSpec, info: StreamInfo) -> FrameSink:
+        io.check_output(spec.output, spec.input, overwrite=args.overwrite)
+        return open_output(lambda p, i: io.open_sink(p, i, codec=args.codec, crf=args.crf), spec.output, info,
+                           spec.segment_time or args.segment_time)
+
+    reports = run_streams(specs, backend, open_source=open_source, open_sink=open_sink, batch=args.batch,
+                          batch_wait_ms=args.batch_wait_ms, facts=facts)
+    failed = 0
+    for spec, report in zip(specs, reports):
+        if not args.quiet:
+            print(f"[{spec.name}] {spec.input} -> {spec.output}\n{report.table()}")
+        if report.facts.get("error"):
+            failed += 1
+            print(f"streamrestore: error: [{spec.name}] {report.facts['error']}", file=sys.stderr)
+    return 1 if failed else 0

@@ -22,3 +22,51 @@ def profile_settings(name: str | None) -> dict:
     if name not in PROFILES:
         raise UserError(f"--profile {name!r} is not known; use one of {', '.join(PROFILES)}")
     return {**DEFAULTS, **PROFILES[name]}
+
+
+def add_live_arguments(parser) -> None:
+    """The `run` options for live feeds (rtsp:// INPUT or OUTPUT, several feeds)."""
+    from streamrestore.io.rtsp import LIVE_POLICIES, TRANSPORTS
+
+    g = parser.add_argument_group("live feeds (rtsp:// INPUT or OUTPUT)")
+    g.add_argument("--profile", choices=tuple(PROFILES),
+                   help="driving: batch 1, latest frame, lowest latency; surveillance: batched, every frame")
+    g.add_argument("--live-policy", choices=LIVE_POLICIES,
+                   help="latest (default): drop stale frames, bounded latency; all: restore every frame")
+    g.add_argument("--reconnect", default="5", metavar="N|forever",
+                   help="attempts with backoff after a drop or stall, also for the first connection (default 5)")
+    g.add_argument("--rtsp-transport", choices=TRANSPORTS, default="tcp", help="RTSP transport (default tcp)")
+    g.add_argument("--stall-timeout", type=float, metavar="S", help="no frame for S seconds -> reconnect (default 3)")
+    g.add_argument("--duration", type=float, metavar="S", help="stop a live feed after S seconds")
+    g.add_argument("--segment-time", type=float, metavar="S",
+                   help="file OUTPUT in segments of about S seconds (NAME_00000.mp4, ...)")
+    g.add_argument("--streams", metavar="YAML", help="several feeds on one engine (INPUT and -o not used)")
+
+
+def apply_profile(args) -> None:
+    """Fill the options left unset from the profile (command-line values win)."""
+    settings = profile_settings(args.profile)
+    args.batch = args.batch or settings["batch"]
+    args.live_policy = args.live_policy or settings["live_policy"]
+    args.stall_timeout = args.stall_timeout or settings["stall_timeout"]
+    args.batch_wait_ms = settings["batch_wait_ms"]
+
+
+def live_source_options(args, spec: str, policy: str | None = None, reconnect: str | None = None) -> dict:
+    """Keyword options for `streamrestore.io.open_source(spec, ...)`; {} unless spec is rtsp://."""
+    from streamrestore.io.rtsp import ReconnectPolicy, is_rtsp_url
+
+    if not is_rtsp_url(spec):
+        return {}
+    return {"policy": policy or args.live_policy, "transport": args.rtsp_transport,
+            "reconnect": ReconnectPolicy.parse(reconnect if reconnect is not None else args.reconnect),
+            "stall_timeout": args.stall_timeout, "duration": args.duration}
+
+
+def open_output(open_one, path: str, info, segment_time: float | None):
+    """`open_one(path, info)`, or segments of it when `segment_time` is set for a file OUTPUT."""
+    from streamrestore.io.rtsp import SegmentedSink, is_rtsp_url
+
+    if segment_time is None or is_rtsp_url(path):
+        return open_one(path, info)
+    return SegmentedSink(path, info, segment_time, open_segment=open_one)

@@ -10,6 +10,7 @@ from streamrestore.backends.registry import BACKEND_NAMES, create_backend
 from streamrestore.errors import UserError
 from streamrestore.io import check_output, open_sink, open_source
 from streamrestore.pipeline import run_pipeline
+from streamrestore.profiles import add_live_arguments, apply_profile, live_source_options, open_output
 from streamrestore.report import LatencyReport
 
 CRF_MAX = {"libx264": 51, "libx265": 51}  # other encoders (vp9, av1) take 0-63
@@ -38,14 +39,14 @@ def _crf(text: str) -> int:
 def add_parser(subparsers, name: str) -> None:
     p = subparsers.add_parser(name, help="restore a video file, an image or a folder of images",
                               description=__doc__)
-    p.add_argument("input", metavar="INPUT", help="video file, image file, folder of images (or rtsp:// URL)")
+    p.add_argument("input", metavar="INPUT", nargs="?", help="video file, image file, folder of images, or rtsp:// URL")
     p.add_argument("--task", required=True, help="derain, denoise, deblur, lowlight, or passthrough (identity)")
-    p.add_argument("-o", "--output", required=True, metavar="OUTPUT",
-                   help="video file (.mp4, .mkv, ...), image file, folder (PNG), or folder/*.jpg")
+    p.add_argument("-o", "--output", metavar="OUTPUT",
+                   help="video file (.mp4, .mkv, ...), image file, folder (PNG), folder/*.jpg, or rtsp:// URL")
     p.add_argument("--steps", type=_at_least_one, default=1, help="sampling steps (default 1)")
     p.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--batch", type=_at_least_one, default=1, help="frames per model call (1: lowest latency)")
+    p.add_argument("--batch", type=_at_least_one, help="frames per model call (default 1: lowest latency)")
     p.add_argument("--noise", choices=("fixed", "fresh", "zero"), default="fixed",
                    help="sampling noise: fixed per stream (default), fresh per frame, or zero")
     p.add_argument("--weights", help="checkpoint file instead of the task's shipped one")
@@ -55,6 +56,7 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--csv", metavar="CSV", help="write per-frame latencies as CSV")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
+    add_live_arguments(p)
     p.set_defaults(handler=main)
 
 
@@ -75,12 +77,18 @@ def check_codec(name: str | None, crf: int | None) -> None:
 
 def main(args: argparse.Namespace) -> int:
     check_codec(args.codec, args.crf)
+    apply_profile(args)
+    if args.streams:
+        return _run_streams(args)
+    if args.input is None or args.output is None:
+        raise UserError("give INPUT and -o OUTPUT (or --streams streams.yaml)")
     check_output(args.output, args.input, overwrite=args.overwrite)
-    source = open_source(args.input)
+    source = open_source(args.input, **live_source_options(args, args.input))
     try:
         backend = create_backend(args.task, backend=args.backend, device=args.device, steps=args.steps,
                                  noise=args.noise, weights=args.weights)
-        sink = open_sink(args.output, source.info, source=args.input, codec=args.codec, crf=args.crf)
+        sink = open_output(lambda path, info: open_sink(path, info, source=args.input, codec=args.codec,
+                                                        crf=args.crf), args.output, source.info, args.segment_time)
     except ModuleNotFoundError as exc:
         source.close()
         raise UserError(f"--task {args.task}: its backend is not available in this build "
@@ -103,6 +111,15 @@ def main(args: argparse.Namespace) -> int:
                          "and is complete and playable under its final name\n")
         return 130
     return 0
+
+
+def _run_streams(args: argparse.Namespace) -> int:
+    """Several feeds on one engine (streamrestore.multistream)."""
+    from streamrestore import multistream
+
+    backend = create_backend(args.task, backend=args.backend, device=args.device, steps=args.steps,
+                             noise=args.noise, weights=args.weights)
+    return multistream.run_command(args, backend, _facts(args, backend))
 
 
 def _facts(args: argparse.Namespace, backend) -> dict:
