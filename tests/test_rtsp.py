@@ -156,3 +156,20 @@ def test_two_feeds_on_one_engine_one_dies(rtsp_server_factory, tmp_path):
     assert len(read_video(tmp_path / "s0.mp4")) == alive["frames"]
     assert len(read_video(tmp_path / "s1.mp4")) == dead["frames"]  # what arrived before it died is kept
     assert max(r["batch"] for r in reports[0].records) == 2  # frames of both feeds shared engine calls
+
+
+@pytest.mark.rtsp
+def test_cli_streams_yaml_and_live_options(rtsp_server, tmp_path):
+    from streamrestore.cli import main
+
+    (tmp_path / "streams.yaml").write_text(
+        f"streams:\n"
+        f"  - {{name: a, input: '{rtsp_server.url('cam')}', output: '{tmp_path / 'a.mp4'}', report: '{tmp_path / 'a.json'}'}}\n"
+        f"  - {{name: b, input: '{rtsp_server.url('cam2')}', output: '{tmp_path / 'b.mp4'}', segment_time: 1}}\n")
+    assert main(["run", "--streams", str(tmp_path / "streams.yaml"), "--task", "passthrough",
+                 "--profile", "surveillance", "--duration", "2", "--quiet"]) == 0
+    assert 20 <= len(read_video(tmp_path / "a.mp4")) <= 40
+    assert (tmp_path / "a.json").exists() and (tmp_path / "b_00001.mp4").exists()
+    assert main(["run", rtsp_server.url("cam"), "--task", "passthrough", "-o", str(tmp_path / "c.mp4"),
+                 "--profile", "driving", "--duration", "1.5", "--quiet"]) == 0
+    assert 15 <= len(read_video(tmp_path / "c.mp4")) <= 30
