@@ -72,7 +72,7 @@ def run_pipeline(source: FrameSource, backend, sink: FrameSink, *, batch: int = 
     state = _State()
     decoded: queue.Queue = queue.Queue(maxsize=2 * batch + 2)
     restored: queue.Queue = queue.Queue(maxsize=2 * batch + 2)
-    stages = [(_decode_stage, (source, decoded)), (_restore_stage, (backend, decoded, restored, batch, source.info.is_live)),
+    stages = [(_decode_stage, (source, decoded, batch)), (_restore_stage, (backend, decoded, restored, batch, source.info.is_live)),
               (_encode_stage, (sink, restored, report, progress))]
     threads = [threading.Thread(target=_guarded, args=(state, fn, *args), name=fn.__name__, daemon=True)
                for fn, args in stages]
@@ -109,7 +109,7 @@ def _guarded(state: _State, stage, *args) -> None:
         state.fail(exc)
 
 
-def _decode_stage(state: _State, source: FrameSource, out: queue.Queue) -> None:
+def _decode_stage(state: _State, source: FrameSource, out: queue.Queue, batch: int) -> None:
     frames = iter(source)
     while not state.stop_reading.is_set() and not state.abort.is_set():
         start = time.perf_counter()
@@ -118,9 +118,22 @@ def _decode_stage(state: _State, source: FrameSource, out: queue.Queue) -> None:
             break
         frame.timings.setdefault("decode", (time.perf_counter() - start) * 1e3)
         frame.captured_at = frame.captured_at or time.monotonic()
-        if not state.put(out, frame):
+        if getattr(source, "policy", None) == "latest":
+            _put_latest(out, frame, source, batch)  # a live feed: never queue stale frames behind restore
+        elif not state.put(out, frame):
             return
     state.put(out, _END)
+
+
+def _put_latest(out: queue.Queue, frame: DecodedFrame, source: FrameSource, keep: int) -> None:
+    """Put `frame`, first dropping (and counting) the oldest queued frames beyond `keep`."""
+    while out.qsize() >= keep:
+        try:
+            out.get_nowait()
+            source.dropped += 1
+        except queue.Empty:
+            break
+    out.put_nowait(frame)
 
 
 def _restore_stage(state: _State, backend, inp: queue.Queue, out: queue.Queue, batch: int, live: bool) -> None:
