@@ -2,6 +2,7 @@
 and the four measurements (model only, file pipeline, naive baseline, several streams)."""
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import threading
@@ -176,9 +177,9 @@ def naive_baseline(clip: str, backend, out: Path, warmup: int) -> dict:
             "end_to_end_ms": percentiles(latencies, warmup), "end_to_end_samples_ms": [round(x, 3) for x in latencies]}
 
 
-def driving(clip: str, backend, out: Path, frames: int, rate: int, warmup: int) -> dict:
-    """Batch 1 over a camera stand-in paced at `rate` fps with the latest-frame policy."""
-    feed = PacedFeed(clip, rate, frames)
+def driving(clip: str, backend, out: Path, seconds: float, rate: int, warmup: int) -> dict:
+    """Batch 1 over a camera stand-in paced at `rate` fps for `seconds`, latest-frame policy."""
+    feed = PacedFeed(clip, rate, seconds)
     report = LatencyReport(warmup=warmup)
     run_pipeline(feed, backend, VideoFileSink(str(out), feed.info), batch=1, report=report)
     out.unlink(missing_ok=True)
@@ -189,17 +190,20 @@ def driving(clip: str, backend, out: Path, frames: int, rate: int, warmup: int) 
 
 
 class PacedFeed:
-    """A live camera stand-in: `clip` looped and decoded at `rate` fps; a frame not taken before the
-    next one arrives is dropped (latest-frame policy). captured_at is the tick, so decode counts."""
+    """A live camera stand-in: `clip` looped and decoded at `rate` fps for `seconds`; a frame not
+    taken before the next one arrives is dropped (latest-frame policy, also in the pipeline's
+    queue). captured_at is the frame's tick, so decoding counts in the end-to-end latency."""
 
-    def __init__(self, clip: str, rate: int, frames: int):
+    policy = "latest"
+
+    def __init__(self, clip: str, rate: int, seconds: float):
         probe = VideoFileSource(clip)
         info = probe.info
         probe.close()
         self.info = StreamInfo(info.width, info.height, time_base=Fraction(1, rate), average_rate=Fraction(rate),
                                is_live=True, colour=dict(info.colour), name=f"{clip} paced at {rate} fps",
                                pix_fmt=info.pix_fmt, codec=info.codec)
-        self.clip, self.rate, self.frames = clip, rate, frames
+        self.clip, self.rate, self.seconds = clip, rate, seconds
         self.skipped = self.dropped = 0
         self._latest: DecodedFrame | None = None
         self._cond = threading.Condition()
@@ -208,11 +212,14 @@ class PacedFeed:
     def __iter__(self):
         producer = threading.Thread(target=self._produce, daemon=True, name="paced feed")
         producer.start()
+        end = time.monotonic() + self.seconds
         try:
-            for index in range(self.frames):
+            for index in itertools.count():
                 with self._cond:
                     self._cond.wait_for(lambda: self._latest is not None)
                     frame, self._latest = self._latest, None
+                if index and frame.captured_at > end:
+                    return
                 frame.index = index
                 yield frame
         finally:

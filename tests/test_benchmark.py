@@ -1,0 +1,66 @@
+"""benchmarks/latency.py on a tiny configuration: every output is written with its fields, a
+backend that cannot run is reported as skipped, and bad arguments give one line and exit 2."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streamrestore.checkpoint import save_model
+from streamrestore.training import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "latency.py"
+
+
+def bench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.fixture
+def random_weights(tmp_path):
+    path = tmp_path / "random.safetensors"
+    save_model(path, build_model("small"), {"task": "denoise", "kind": "ir-cm", "architecture": {"size": "small"}})
+    return str(path)
+
+
+def test_quick_tiny_run_writes_json_markdown_and_plot(tmp_path, random_weights):
+    out = tmp_path / "bench"
+    result = bench("--quick", "--resolutions", "64x48", "--stream-resolution", "48x32", "--frames", "4",
+                   "--streams", "2", "--iters", "2", "--backends", "torch", "tensorrt", "--threads", "1",
+                   "--weights", random_weights, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    data = json.loads((out / "latency.json").read_text())
+    assert {"machine", "versions", "configuration", "weights", "baseline", "driving", "surveillance",
+            "skipped", "wall_seconds"} <= data.keys()
+    assert data["configuration"]["command"].startswith("python benchmarks/latency.py --quick")
+    assert [b["resolution"] for b in data["baseline"]] == ["64x48", "48x32"]
+    row = data["driving"][0]
+    assert (row["backend"], row["precision"], row["resolution"], row["steps"]) == ("torch", "fp32", "64x48", 1)
+    assert {"p50", "p99"} <= row["model_ms"].keys() and {"p50", "p99"} <= row["pipeline"]["end_to_end_ms"].keys()
+    assert row["pipeline"]["fps"] > 0 and row["speedup"] > 0 and row["host_peak_mb"] > 0
+    assert isinstance(row["driving"]["fits_frame_interval"], bool) and row["driving"]["frames"] >= 1
+    surveillance = data["surveillance"][0]["result"]
+    assert surveillance["streams"] == 2 and len(surveillance["per_stream_fps"]) == 2
+    assert surveillance["frames"] == 2 * 3 and surveillance["aggregate_fps"] > 0 and not surveillance["errors"]
+    if data["versions"]["tensorrt"] is None:
+        assert [s["backend"] for s in data["skipped"]] == ["tensorrt"]
+        assert "tensorrt fp32 1-step skipped: " in result.stderr
+    table = (out / "latency.md").read_text()
+    assert "| naive baseline (torch eager) | fp32 | 64x48 | 1 |" in table and "| torch | fp32 | 64x48 | 1 |" in table
+    assert "aggregate FPS" in table and "randomly initialised" not in table
+    assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--backends", "tensorflow"], "'tensorflow' is not known"),
+    (["--resolutions", "999p"], "'999p' is not known"),
+    (["--steps", "0"], "use a whole number, 1 or more"),
+])
+def test_bad_arguments_say_so_in_one_line(args, words, tmp_path):
+    result = bench(*args, "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and words in result.stderr and result.stderr.startswith("latency.py: error:")
+    assert not (tmp_path / "latency.json").exists()
