@@ -1,0 +1,146 @@
+"""ONNX Runtime backend: the exported graph (streamrestore.export) run by ONNX Runtime.
+
+Providers: CPU (threads = os.cpu_count(), graph optimisation ALL); on `--device cuda` the
+TensorRT provider (FP16 with --fp16, its engine and timing caches on) when this onnxruntime has
+it, then the CUDA provider. The graph is exported once per (weights, steps, precision) into the
+engine cache; its noise input is bound once per frame size with IO binding for the fixed and
+zero policies, so only the uint8 frames cross to the device per batch.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from streamrestore import engine_cache
+from streamrestore.backends.base import Done
+from streamrestore.backends.registry import BackendUnavailable
+from streamrestore.checkpoint import load_model, read_card
+from streamrestore.errors import UserError
+from streamrestore.export import OPSET, OUTPUT, export_onnx, noise_shape
+from streamrestore.sampler import NoisePolicy
+from streamrestore.tasks import check_task, default_weights
+
+log = logging.getLogger("streamrestore")
+GPU_INSTALL = "pip install 'streamrestore[gpu]' (onnxruntime-gpu in place of onnxruntime)"
+
+
+def _import_ort():
+    try:
+        import onnxruntime
+    except ModuleNotFoundError:
+        raise BackendUnavailable("--backend onnxruntime: onnxruntime is not installed; pip install onnxruntime") from None
+    return onnxruntime
+
+
+def resolve_device(device: str) -> str:
+    """auto -> cuda when this onnxruntime has the CUDA provider, else cpu."""
+    has_cuda = "CUDAExecutionProvider" in _import_ort().get_available_providers()
+    if device == "auto":
+        return "cuda" if has_cuda else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"--device {device!r}: use auto, cpu or cuda")
+    if device == "cuda" and not has_cuda:
+        raise BackendUnavailable(f"--backend onnxruntime --device cuda: this onnxruntime has no CUDA provider; {GPU_INSTALL}")
+    return device
+
+
+def providers(device: str, fp16: bool, cache: Path) -> list:
+    """Execution providers in order of preference for `device`."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    chosen: list = []
+    if "TensorrtExecutionProvider" in _import_ort().get_available_providers():
+        trt_cache = str(cache / "ort-tensorrt")
+        chosen.append(("TensorrtExecutionProvider", {
+            "trt_fp16_enable": fp16, "trt_engine_cache_enable": True, "trt_engine_cache_path": trt_cache,
+            "trt_timing_cache_enable": True, "trt_timing_cache_path": trt_cache}))
+    return chosen + ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def cached_onnx(model, weights: Path, steps: int, fp16: bool) -> Path:
+    """The dynamic-size ONNX graph of `model`, from the engine cache or exported now (checked on load)."""
+    facts = {"artifact": "onnx", "weights": engine_cache.file_sha256(weights), "steps": steps,
+             "shapes": "dynamic", "precision": "fp16" if fp16 else "fp32", "opset": OPSET,
+             "runtime": f"torch {torch.__version__} onnx {onnx.__version__}"}
+    path, _, built = engine_cache.cached_artifact(
+        "graph", ".onnx", facts, build=lambda tmp: export_onnx(model, tmp, steps, fp16),
+        load=lambda p: onnx.checker.check_model(str(p), full_check=True))
+    if built:
+        log.info("streamrestore: exported %s", path)
+    return path
+
+
+class NoiseFeed:
+    """The `noise` input (M, N, 3, Hp, Wp) float32 from a NoisePolicy; fixed and zero are kept per shape."""
+
+    def __init__(self, policy: NoisePolicy, steps: int, multiple: int):
+        self.policy, self.steps, self.multiple = policy, steps, multiple
+        self._kept: dict[tuple, np.ndarray] = {}
+
+    def __call__(self, frames_shape: tuple[int, ...]) -> np.ndarray:
+        """The noise for a batch of `frames_shape` (N, H, W, 3): the same array again unless fresh."""
+        shape = noise_shape(self.steps, frames_shape[0], frames_shape[1], frames_shape[2], self.multiple)
+        if shape in self._kept:
+            return self._kept[shape]
+        like = torch.empty(shape[1:])
+        noise = np.ascontiguousarray(torch.stack(self.policy.draw(self.steps, like)).numpy())
+        if self.policy.kind != "fresh":
+            self._kept[shape] = noise
+        return noise
+
+
+def describe(task: str, path: Path, steps: int) -> str:
+    card = read_card(path)
+    size = card.get("architecture", {}).get("size", "?")
+    return f"{task} {size} {card.get('kind', 'ir-cm')} {steps}-step ({Path(path).name})"
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def __init__(self, task: str, device: str = "auto", steps: int = 1, noise: str = "fixed",
+                 weights: str | None = None, fp16: bool | None = None, seed: int = 0):
+        check_task(task)
+        if steps < 1:
+            raise UserError(f"--steps {steps}: must be 1 or more")
+        ort = _import_ort()
+        self.device = resolve_device(device)
+        self.precision = "fp16" if (self.device == "cuda" if fp16 is None else fp16) else "fp32"
+        path = Path(weights or default_weights(task, self.device))
+        model = load_model(path, "cpu")
+        self.model = describe(task, path, steps)
+        self.graph = cached_onnx(model, path, steps, self.precision == "fp16")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = os.cpu_count() or 1
+        options.log_severity_level = 3  # errors only: no per-node provider chatter
+        cache = engine_cache.cache_dir()
+        self.session = ort.InferenceSession(str(self.graph), options,
+                                            providers=providers(self.device, self.precision == "fp16", cache))
+        self.noise = NoiseFeed(NoisePolicy(noise, seed), steps, model.network.pad_multiple)
+        self._binding, self._ort, self._bound_noise = self.session.io_binding(), ort, None
+        self.last_timings = {"upload": 0.0, "restore": 0.0, "download": 0.0}
+
+    def submit(self, frames: np.ndarray) -> Done:
+        """Run one batch (N, H, W, 3) uint8 RGB; the whole call is timed as `restore`."""
+        start = time.perf_counter()
+        noise = self.noise(frames.shape)
+        if noise is not self._bound_noise:  # upload once per frame size for the fixed and zero policies
+            self._binding.bind_ortvalue_input("noise", self._ort.OrtValue.ortvalue_from_numpy(noise, self.device, 0))
+            self._bound_noise = noise
+        self._binding.bind_cpu_input("frames", np.ascontiguousarray(frames))
+        self._binding.bind_output(OUTPUT, "cpu")
+        self.session.run_with_iobinding(self._binding)
+        out = self._binding.copy_outputs_to_cpu()[0]
+        return Done(out, {"upload": 0.0, "restore": (time.perf_counter() - start) * 1e3, "download": 0.0})
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        done = self.submit(frames)
+        self.last_timings = dict(done.timings)
+        return done.result()

@@ -1,0 +1,140 @@
+"""The IR-CM restorer as one ONNX graph (DESIGN.md sections 1 and 4): uint8 frames in, uint8 frames out.
+
+Graph inputs:
+    frames  (N, H, W, 3) uint8 RGB;
+    noise   (M, N, 3, Hp, Wp) float32 standard normal, one z per step of Algorithm 3, where
+            Hp, Wp are H, W rounded up to the network's pad_multiple (`noise_shape`).
+            With a fixed noise baked in (fixed sizes only) the graph has no `noise` input.
+Graph output:
+    restored (N, H, W, 3) uint8 RGB.
+Inside: normalise to [0, 1], replicate-pad, Algorithm 3 with every t_n a constant, crop, round.
+The sampling arithmetic and the OECF stay float32; with fp16 only the network body is half.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import os
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from streamrestore.consistency import ConsistencyModel
+from streamrestore.sampler import sampling_times
+
+OPSET = 17
+INPUTS, OUTPUT = ("frames", "noise"), "restored"
+EXAMPLE_SIZE = (37, 53)  # odd on purpose: the traced graph must not assume a multiple
+
+
+def padded(size: int, multiple: int) -> int:
+    return -(-size // multiple) * multiple
+
+
+def noise_shape(steps: int, batch: int, height: int, width: int, multiple: int) -> tuple[int, ...]:
+    """(M, N, 3, Hp, Wp): the `noise` input for frames of (N, height, width, 3)."""
+    return (steps, batch, 3, padded(height, multiple), padded(width, multiple))
+
+
+class RestoreGraph(nn.Module):
+    """frames (N,H,W,3) uint8, noise (M,N,3,Hp,Wp) -> (N,H,W,3) uint8 by Algorithm 3 with fixed t_n."""
+
+    def __init__(self, model: ConsistencyModel, steps: int, fixed_noise: torch.Tensor | None = None):
+        super().__init__()
+        schedule = model.schedule
+        self.model = model
+        times = [torch.tensor([t]) for t in sampling_times(schedule.T, steps)]
+        for i, t in enumerate(times):
+            self.register_buffer(f"t{i}", t, persistent=False)
+        # Python floats become graph constants: sqrt(v_{t_n}) and exp(-thetabar_{t_n}) (IR-SDE eq. 7).
+        self.stds = [float(schedule.variance(t).sqrt()) for t in times]
+        self.decays = [float(schedule.decay(t)) for t in times]
+        self.fixed_noise = fixed_noise
+
+    def forward(self, frames: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        noise = self.fixed_noise if noise is None else noise
+        h, w = frames.shape[1], frames.shape[2]
+        mu = frames.permute(0, 3, 1, 2).float() / 255
+        # pad amounts from the noise shape, so the graph needs no modulo on dynamic sizes
+        mu = F.pad(mu, (0, noise.shape[4] - w, 0, noise.shape[3] - h), mode="replicate")
+        x = mu + self.stds[0] * noise[0]  # x_T = mu + sqrt(v_T) z
+        x0 = self.model(x, mu, self.t0)
+        for i in range(1, len(self.stds)):
+            x = mu + (x0 - mu) * self.decays[i] + self.stds[i] * noise[i]  # re-noise to t_i (eq. 7)
+            x0 = self.model(x, mu, getattr(self, f"t{i}"))
+        out = (x0[:, :, :h, :w].clamp(0, 1) * 255).round()
+        return out.to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def build_graph(model: ConsistencyModel, steps: int, fp16: bool = False,
+                fixed_noise: torch.Tensor | None = None) -> RestoreGraph:
+    """A CPU copy of `model` (network body in half with `fp16`) wrapped as a RestoreGraph."""
+    model = copy.deepcopy(model).cpu().float().eval()
+    if fp16:
+        model.network.half()  # LayerNorm2d and the OECF stay float32 (DESIGN.md s.7)
+        # the network feeds its float32 sinusoidal embedding to time_mlp as is; cast it (t is a constant: folds away)
+        model.network.time_mlp = nn.Sequential(_Half(), *model.network.time_mlp)
+    return RestoreGraph(model, steps, fixed_noise).eval()
+
+
+class _Half(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.half()
+
+
+def export_onnx(model: ConsistencyModel, path: str | Path, steps: int = 1, fp16: bool = False,
+                size: tuple[int, int] | None = None, fixed_noise: torch.Tensor | None = None) -> Path:
+    """Trace, simplify, check and atomically write the ONNX graph; `size` (H, W) fixes H and W.
+
+    fixed_noise: (M, 1, 3, Hp, Wp) baked in as a constant (needs `size`); the graph then has no noise input.
+    """
+    if fixed_noise is not None and size is None:
+        raise ValueError("a baked-in fixed noise needs fixed sizes")
+    graph = build_graph(model, steps, fp16, fixed_noise)
+    h, w = size or EXAMPLE_SIZE
+    frames = torch.zeros((2, h, w, 3), dtype=torch.uint8)  # batch 2: a batch of 1 would be traced as fixed
+    inputs = (frames,) if fixed_noise is not None else (frames, torch.zeros(noise_shape(steps, 2, h, w, multiple(model))))
+    proto = simplify(_trace(graph, inputs, dynamic_sizes=size is None))
+    onnx.checker.check_model(proto, full_check=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def multiple(model: ConsistencyModel) -> int:
+    return model.network.pad_multiple
+
+
+def _trace(graph: RestoreGraph, inputs: tuple, dynamic_sizes: bool) -> onnx.ModelProto:
+    """TorchScript-trace export (about 1 s; the dynamo exporter takes ~20 s for the same graph here)."""
+    names = list(INPUTS[: len(inputs)])
+    axes = {"frames": {0: "batch"}, "noise": {1: "batch"}, OUTPUT: {0: "batch"}}
+    if dynamic_sizes:
+        axes["frames"].update({1: "height", 2: "width"})
+        axes["noise"].update({3: "padded_height", 4: "padded_width"})
+        axes[OUTPUT].update({1: "height", 2: "width"})
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the legacy-exporter deprecation notice and tracer warnings
+        torch.onnx.export(graph, inputs, buffer, dynamo=False, opset_version=OPSET, input_names=names,
+                          output_names=[OUTPUT], dynamic_axes={k: v for k, v in axes.items() if k in names + [OUTPUT]})
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Constant folding and dead-node removal (onnxscript's optimizer): the fixed t path folds away."""
+    from onnxscript import optimizer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return optimizer.optimize(proto)
