@@ -12,7 +12,7 @@ COMMANDS = {
     "train": "train",
     "eval": "evaluate",
     "run": "run",
-#    "export": "export",
+    "export": "export",
 }
 
 

@@ -41,7 +41,7 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         tmp.write_bytes(data)
@@ -84,5 +84,5 @@ def cached_artifact(kind: str, ext: str, facts: dict, build: Callable[[Path], No
         tmp.unlink(missing_ok=True)
     loaded = load(path)
     record = {"key": key, "sha256": file_sha256(path), "facts": facts}
-    _atomic_write(_sidecar(path), (json.dumps(record, indent=2) + "\n").encode())
+    atomic_write(_sidecar(path), (json.dumps(record, indent=2) + "\n").encode())
     return path, loaded, True

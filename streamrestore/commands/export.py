@@ -1,0 +1,109 @@
+"""`streamrestore export --task TASK -o PATH`: write the restorer as an ONNX graph or a TensorRT plan.
+
+The graph takes uint8 frames (N, H, W, 3) and the noise of Algorithm 3 (M, N, 3, Hp, Wp) and returns
+uint8 frames; t is baked in (see streamrestore/export.py). --height/--width fix the sizes (fastest
+engine), --dynamic (the default) leaves them free. --noise fixed|zero bakes the noise in (fixed sizes).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from streamrestore.checkpoint import load_model
+from streamrestore.errors import UserError
+from streamrestore.export import OPSET, export_onnx, noise_shape
+from streamrestore.options import choice, positive_int
+from streamrestore.sampler import NoisePolicy
+from streamrestore.tasks import check_task, default_weights
+
+FORMATS = ("onnx", "tensorrt")
+NOISE_CHOICES = ("input", "fixed", "zero")
+MIN_SIZE, MAX_SIZE = 16, 8192
+# The TensorRT profile of a --dynamic plan: a real minimum, 720p as the shape to tune for, 4K at most.
+DYNAMIC_PROFILE = ((1, 64, 64), (1, 720, 1280), (1, 2160, 3840))
+
+
+def add_parser(subparsers, name: str) -> None:
+    p = subparsers.add_parser(name, help="export the model as an ONNX graph or a TensorRT plan", description=__doc__)
+    p.add_argument("--task", required=True, help="derain, denoise, deblur or lowlight")
+    p.add_argument("-o", "--output", required=True, metavar="PATH", help="the .onnx (or .plan) file to write")
+    p.add_argument("--steps", type=positive_int("--steps"), default=1, help="sampling steps in the graph (default 1)")
+    p.add_argument("--format", type=choice("--format", FORMATS), default="onnx", help="onnx (default) or tensorrt")
+    p.add_argument("--fp16", action="store_true", help="network body in FP16 (the OECF stays FP32)")
+    p.add_argument("--height", type=positive_int("--height", MIN_SIZE), help="fixed frame height")
+    p.add_argument("--width", type=positive_int("--width", MIN_SIZE), help="fixed frame width")
+    p.add_argument("--dynamic", action="store_true", help="free height and width (the default without --height)")
+    p.add_argument("--noise", type=choice("--noise", NOISE_CHOICES), default="input",
+                   help="input (default): noise is a graph input; fixed or zero: baked in (needs --height/--width)")
+    p.add_argument("--weights", help="checkpoint file instead of the task's shipped one")
+    p.set_defaults(handler=main)
+
+
+def frame_size(args: argparse.Namespace) -> tuple[int, int] | None:
+    """(H, W) for fixed sizes, None for dynamic; UserError for a combination that is not allowed."""
+    given = (args.height is not None, args.width is not None)
+    if given[0] != given[1]:
+        raise UserError("--height and --width go together; give both, or --dynamic")
+    if args.dynamic and given[0]:
+        raise UserError("--dynamic cannot be combined with --height/--width; pick one")
+    if not given[0]:
+        if args.noise != "input":
+            raise UserError(f"--noise {args.noise} bakes the noise in and needs --height and --width")
+        return None
+    for option, value in (("--height", args.height), ("--width", args.width)):
+        if value > MAX_SIZE:
+            raise UserError(f"{option} {value}: too large; use {MIN_SIZE} to {MAX_SIZE}")
+    return args.height, args.width
+
+
+def baked_noise(kind: str, steps: int, size: tuple[int, int], multiple: int) -> torch.Tensor | None:
+    """(M, 1, 3, Hp, Wp): the same noise the backends draw for a stream (NoisePolicy, seed 0)."""
+    if kind == "input":
+        return None
+    like = torch.empty(noise_shape(steps, 1, *size, multiple)[1:])
+    return torch.stack(NoisePolicy(kind, 0).draw(steps, like))
+
+
+def main(args: argparse.Namespace) -> int:
+    if check_task(args.task) == "passthrough":
+        raise UserError("--task passthrough is the identity; there is no model to export")
+    size = frame_size(args)
+    trt = None
+    if args.format == "tensorrt":
+        from streamrestore.backends.tensorrt_backend import import_tensorrt
+
+        trt = import_tensorrt("--format tensorrt")  # before any work: a missing runtime is one line
+    weights = Path(args.weights or default_weights(args.task, "cuda" if trt else "cpu"))
+    model = load_model(weights, "cpu")
+    output = Path(args.output)
+    onnx_path = output.with_suffix(".onnx") if trt else output
+    noise = baked_noise(args.noise, args.steps, size, model.network.pad_multiple) if size else None
+    export_onnx(model, onnx_path, args.steps, args.fp16, size, noise)
+    shapes = f"{size[0]}x{size[1]}" if size else "dynamic HxW"
+    precision = "fp16 body" if args.fp16 else "fp32"
+    print(f"wrote {onnx_path} (ONNX opset {OPSET}, {precision}, {args.steps}-step, {shapes}, noise {args.noise}; "
+          "checked and simplified)")
+    if trt:
+        _build_plan(trt, model, onnx_path, output, args, size)
+    return 0
+
+
+def _build_plan(trt, model, onnx_path: Path, output: Path, args: argparse.Namespace, size) -> None:
+    from streamrestore.backends.tensorrt_backend import build_plan, shape_profile
+    from streamrestore.engine_cache import cache_dir
+
+    multiple = model.network.pad_multiple
+    if size:
+        profile = shape_profile(args.steps, (1, *size), multiple)
+    else:
+        low, opt, high = DYNAMIC_PROFILE
+        profile = shape_profile(args.steps, opt, multiple, low, high)
+    if args.noise != "input":
+        profile.pop("noise")
+    if output.suffix == ".onnx":
+        output = output.with_suffix(".plan")
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    build_plan(trt, onnx_path, output, profile, args.fp16, cache_dir() / f"tensorrt-{trt.__version__}-export.timing")
+    print(f"wrote {output} (TensorRT {trt.__version__} plan, profile {profile['frames']})")
