@@ -72,6 +72,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--iters", type=_positive, help="model-only calls after warm-up (default 20; --quick 4)")
     p.add_argument("--streams", type=_positive, help="surveillance streams (default 4 on CPU, 16 on GPU)")
     p.add_argument("--stream-resolution", type=_resolution, default="720p", help="surveillance streams (720p)")
+    p.add_argument("--stream-batch", type=_positive, help="surveillance engine batch (default: the profile's, 8)")
     p.add_argument("--batch", type=_positive, default=1, help="pipeline batch of the single-stream runs (1)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=_threads, default="auto",
@@ -255,7 +256,7 @@ def run_surveillance(args, engine, clips: Clips, tmp: Path, base: dict) -> dict:
 
     settings = PROFILES["surveillance"]
     result = measured(_bench.surveillance, clips.get(args.stream_resolution, args.stream_frames), engine, tmp,
-                      args.streams, settings["batch"], settings["batch_wait_ms"], args.warmup if not args.quick else 0)
+                      args.streams, args.stream_batch or settings["batch"], settings["batch_wait_ms"], args.warmup if not args.quick else 0)
     memory = {k: result.pop(k) for k in ("host_peak_mb", "gpu_peak_mb", "host_peak_reset")}
     return {"resolution": args.stream_resolution, "result": result,
             "speedup": round(result["aggregate_fps"] / base["fps"], 3), **memory}
