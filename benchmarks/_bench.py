@@ -216,7 +216,8 @@ class PacedFeed:
         try:
             for index in itertools.count():
                 with self._cond:
-                    self._cond.wait_for(lambda: self._latest is not None)
+                    if not self._cond.wait_for(lambda: self._latest is not None, timeout=30.0):
+                        raise RuntimeError(f"{self.clip}: the paced feed produced no frame for 30 s")
                     frame, self._latest = self._latest, None
                 if index and frame.captured_at > end:
                     return

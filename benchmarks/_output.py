@@ -17,7 +17,8 @@ def markdown(data: dict) -> str:
     """Header (machine, command, weights), the single-stream table, the surveillance table, skips."""
     m, c = data["machine"], data["configuration"]
     lines = [f"**Machine:** {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM"
-             + (f", GPU {m['gpu']}" if m["gpu"] else ", no GPU") + f"; load average at start {m['load_average']}; torch threads {c['threads']}.",
+             + (f", GPU {m['gpu']}" if m["gpu"] else ", no GPU")
+             + f"; load average at start {m['load_average']}; torch threads {c['threads']}.",
              f"**Command:** `{c['command']}` ({data['wall_seconds']:.0f} s).",
              f"**Model:** {data['weights']['note']}; task {c['task']}; {data['versions_line']}.", ""]
     if data["baseline"] or data["driving"]:
@@ -78,7 +79,8 @@ def plot(data: dict, path: Path) -> None:
     for b in data["baseline"]:
         series.setdefault(f"naive baseline {b['steps']}-step", {})[b["resolution"]] = b["fps"]
     for r in data["driving"]:
-        series.setdefault(f"{r['backend']} {r['precision']} {r['steps']}-step", {})[r["resolution"]] = r["pipeline"]["fps"]
+        name = f"{r['backend']} {r['precision']} {r['steps']}-step"
+        series.setdefault(name, {})[r["resolution"]] = r["pipeline"]["fps"]
     for r in data["surveillance"]:
         name = f"{r['backend']} {r['precision']} {r['steps']}-step x{r['result']['streams']} streams (aggregate)"
         series.setdefault(name, {})[r["resolution"]] = r["result"]["aggregate_fps"]
