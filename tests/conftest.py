@@ -1,0 +1,22 @@
+"""Shared fixtures: tiny random IR-CM checkpoints (no shipped weights needed)."""
+import pytest
+import torch
+
+from streamrestore.checkpoint import save_model
+from streamrestore.training import build_model
+
+
+def perturbed_model(size: str = "small", seed: int = 0):
+    """A small model whose zero-initialised last layer is given random weights, so F is not 0."""
+    torch.manual_seed(seed)
+    model = build_model(size)
+    with torch.no_grad():
+        model.network.ending.weight.normal_(0, 0.05)
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_weights(tmp_path):
+    path = tmp_path / "tiny.safetensors"
+    save_model(path, perturbed_model(), {"task": "denoise", "kind": "ir-cm", "architecture": {"size": "small"}})
+    return path

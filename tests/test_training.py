@@ -1,0 +1,109 @@
+"""Consistency training: the shared-noise pair, the loss going down, checkpoints, resumable state."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import perturbed_model
+from streamrestore.checkpoint import load_model, save_model
+from streamrestore.losses import consistency_pair, irc_m_loss
+from streamrestore.training import TrainConfig, build_model, sample_pair_index, train, training_step
+
+
+def test_training_pair_shares_its_noise():
+    model = build_model("small")
+    s = model.schedule
+    x0, mu, z = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    n = torch.tensor([10, 60])
+    x_next, x_cur = consistency_pair(s, x0, mu, n, z)
+    # recover the noise from each member: it must be the same z
+    from streamrestore.sde import noise_from_origin
+
+    torch.testing.assert_close(noise_from_origin(s, x_next, mu, n + 1, x0), z, atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(noise_from_origin(s, x_cur, mu, n, x0), z, atol=1e-3, rtol=1e-3)
+
+
+def test_pair_index_range():
+    g = torch.Generator().manual_seed(0)
+    n = sample_pair_index(10_000, 100, 0.25, g)
+    assert int(n.min()) >= 1 and int(n.max()) == 99
+    assert 0.2 < float((n == 99).float().mean()) < 0.3
+
+
+def test_target_side_carries_no_gradient():
+    model = build_model("small")
+    lq, hq = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    loss, parts = irc_m_loss(model, lq, hq, "nonlinear", torch.tensor([3, 40]), torch.randn(2, 3, 16, 16))
+    loss.backward()
+    assert set(parts) == {"ct", "og"} and loss.requires_grad
+
+
+class _FixedBatches:
+    """A tiny fixed denoising set: the same 4 noisy patches of a smooth image."""
+
+    def __init__(self):
+        rng = np.random.default_rng(0)
+        yy, xx = np.mgrid[0:16, 0:16] / 16.0
+        clean = np.stack([yy, xx, 0.5 * (yy + xx)], 0).astype(np.float32)
+        self.hq = torch.from_numpy(np.stack([clean] * 4))
+        self.lq = (self.hq + torch.from_numpy(rng.normal(0, 0.1, self.hq.shape).astype(np.float32))).clamp(0, 1)
+        self.rng = rng
+
+    def batch(self, size):
+        return self.lq[:size], self.hq[:size]
+
+
+def _one_step_error(model, data):
+    """L1 to HQ of the one-step output (Algorithm 3, zero noise): what a user of the model sees."""
+    from streamrestore.sampler import sample
+
+    with torch.no_grad():
+        return float((sample(model, model.schedule, data.lq, [torch.zeros_like(data.lq)]) - data.hq).abs().mean())
+
+
+@pytest.mark.parametrize("stage", ["linear", "nonlinear", "baseline"])
+def test_a_few_steps_reduce_the_loss(stage):
+    torch.manual_seed(0)
+    model = build_model("small")
+    config = TrainConfig(task="denoise", iters=1000, batch=4, lr=5e-3, stages=[stage])
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr)
+    data, g = _FixedBatches(), torch.Generator().manual_seed(0)
+    before = _one_step_error(model, data)
+    losses = [training_step(model, optimiser, data, config, stage, g, i)[0] for i in range(30)]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert _one_step_error(model, data) < 0.85 * before
+
+
+def test_checkpoint_round_trip_is_bit_exact_and_never_unpickles(tmp_path):
+    model = perturbed_model()
+    path = tmp_path / "w.safetensors"
+    save_model(path, model, {"task": "denoise"})
+    assert path.read_bytes()[:8] != b"PK\x03\x04"  # not a zip/pickle archive
+    loaded = load_model(path)
+    for (k, a), (k2, b) in zip(model.network.state_dict().items(), loaded.network.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+    assert set(load_file(str(path))) == set(model.network.state_dict())
+    assert json.loads(path.with_suffix(".json").read_text())["task"] == "denoise"
+
+
+def test_pickle_file_is_refused(tmp_path):
+    """A torch pickle renamed .safetensors is rejected as not a checkpoint, without being unpickled."""
+    from streamrestore.errors import UserError
+
+    evil = tmp_path / "evil.safetensors"
+    torch.save({"a": torch.zeros(1)}, evil)
+    with pytest.raises(UserError, match="not a streamrestore checkpoint"):
+        load_model(evil)
+
+
+def test_interrupted_training_resumes_where_it_stopped(tmp_path):
+    out = tmp_path / "w.safetensors"
+    config = TrainConfig(task="denoise", iters=4, batch=2, stages=["linear", "nonlinear"], checkpoint_seconds=0.0)
+    card = train(TrainConfig(**{**config.__dict__, "stages": ["linear"]}), _FixedBatches(), out, progress=False)
+    assert card["training"]["completed"]["stage_index"] == 1
+    card = train(config, _FixedBatches(), out, resume=True, progress=False)
+    curve = card["training"]["loss_curve"]
+    assert [c[0] for c in curve].count("linear") == 1 and curve[-1][0] == "nonlinear"
+    assert card["training"]["completed"] == {"stage_index": 2, "iteration": 0, "seconds": card["training"]["completed"]["seconds"]}
