@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 import onnx
+import onnx.numpy_helper
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -28,7 +29,9 @@ from streamrestore.sampler import sampling_times
 
 OPSET = 17
 INPUTS, OUTPUT = ("frames", "noise"), "restored"
-EXAMPLE_SIZE = (37, 53)  # odd on purpose: the traced graph must not assume a multiple
+# Traced at a tiny odd size (the graph must not assume a multiple; eager FP16 convolutions on the
+# CPU are slow), always with free sizes; fixed sizes and a baked noise are set on the ONNX afterwards.
+EXAMPLE_SIZE = (13, 15)
 
 
 def padded(size: int, multiple: int) -> int:
@@ -43,7 +46,7 @@ def noise_shape(steps: int, batch: int, height: int, width: int, multiple: int) 
 class RestoreGraph(nn.Module):
     """frames (N,H,W,3) uint8, noise (M,N,3,Hp,Wp) -> (N,H,W,3) uint8 by Algorithm 3 with fixed t_n."""
 
-    def __init__(self, model: ConsistencyModel, steps: int, fixed_noise: torch.Tensor | None = None):
+    def __init__(self, model: ConsistencyModel, steps: int):
         super().__init__()
         schedule = model.schedule
         self.model = model
@@ -53,10 +56,8 @@ class RestoreGraph(nn.Module):
         # Python floats become graph constants: sqrt(v_{t_n}) and exp(-thetabar_{t_n}) (IR-SDE eq. 7).
         self.stds = [float(schedule.variance(t).sqrt()) for t in times]
         self.decays = [float(schedule.decay(t)) for t in times]
-        self.fixed_noise = fixed_noise
 
-    def forward(self, frames: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        noise = self.fixed_noise if noise is None else noise
+    def forward(self, frames: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         h, w = frames.shape[1], frames.shape[2]
         mu = frames.permute(0, 3, 1, 2).float() / 255
         # pad amounts from the noise shape, so the graph needs no modulo on dynamic sizes
@@ -70,15 +71,14 @@ class RestoreGraph(nn.Module):
         return out.to(torch.uint8).permute(0, 2, 3, 1)
 
 
-def build_graph(model: ConsistencyModel, steps: int, fp16: bool = False,
-                fixed_noise: torch.Tensor | None = None) -> RestoreGraph:
-    """A CPU copy of `model` (network body in half with `fp16`) wrapped as a RestoreGraph."""
+def build_graph(model: ConsistencyModel, steps: int, fp16: bool = False) -> RestoreGraph:
+    """A float32 CPU copy of `model` (network body in half with `fp16`) wrapped as a RestoreGraph."""
     model = copy.deepcopy(model).cpu().float().eval()
     if fp16:
         model.network.half()  # LayerNorm2d and the OECF stay float32 (DESIGN.md s.7)
         # the network feeds its float32 sinusoidal embedding to time_mlp as is; cast it (t is a constant: folds away)
         model.network.time_mlp = nn.Sequential(_Half(), *model.network.time_mlp)
-    return RestoreGraph(model, steps, fixed_noise).eval()
+    return RestoreGraph(model, steps).eval()
 
 
 class _Half(nn.Module):
@@ -94,11 +94,14 @@ def export_onnx(model: ConsistencyModel, path: str | Path, steps: int = 1, fp16:
     """
     if fixed_noise is not None and size is None:
         raise ValueError("a baked-in fixed noise needs fixed sizes")
-    graph = build_graph(model, steps, fp16, fixed_noise)
-    h, w = size or EXAMPLE_SIZE
-    frames = torch.zeros((2, h, w, 3), dtype=torch.uint8)  # batch 2: a batch of 1 would be traced as fixed
-    inputs = (frames,) if fixed_noise is not None else (frames, torch.zeros(noise_shape(steps, 2, h, w, multiple(model))))
-    proto = simplify(_trace(graph, inputs, dynamic_sizes=size is None))
+    device = "cuda" if fp16 and torch.cuda.is_available() else "cpu"  # FP16 convolutions are slow on the CPU
+    graph = build_graph(model, steps, fp16).to(device)
+    h, w = EXAMPLE_SIZE
+    frames = torch.zeros((2, h, w, 3), dtype=torch.uint8, device=device)  # batch 1 would be traced as fixed
+    proto = _trace(graph, (frames, torch.zeros(noise_shape(steps, 2, h, w, multiple(model)), device=device)))
+    if size is not None:
+        fix_sizes(proto, size, multiple(model), fixed_noise)
+    proto = simplify(proto)
     onnx.checker.check_model(proto, full_check=True)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,20 +118,31 @@ def multiple(model: ConsistencyModel) -> int:
     return model.network.pad_multiple
 
 
-def _trace(graph: RestoreGraph, inputs: tuple, dynamic_sizes: bool) -> onnx.ModelProto:
+def _trace(graph: RestoreGraph, inputs: tuple) -> onnx.ModelProto:
     """TorchScript-trace export (about 1 s; the dynamo exporter takes ~20 s for the same graph here)."""
-    names = list(INPUTS[: len(inputs)])
-    axes = {"frames": {0: "batch"}, "noise": {1: "batch"}, OUTPUT: {0: "batch"}}
-    if dynamic_sizes:
-        axes["frames"].update({1: "height", 2: "width"})
-        axes["noise"].update({3: "padded_height", 4: "padded_width"})
-        axes[OUTPUT].update({1: "height", 2: "width"})
+    axes = {"frames": {0: "batch", 1: "height", 2: "width"}, OUTPUT: {0: "batch", 1: "height", 2: "width"},
+            "noise": {1: "batch", 3: "padded_height", 4: "padded_width"}}
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the legacy-exporter deprecation notice and tracer warnings
-        torch.onnx.export(graph, inputs, buffer, dynamo=False, opset_version=OPSET, input_names=names,
-                          output_names=[OUTPUT], dynamic_axes={k: v for k, v in axes.items() if k in names + [OUTPUT]})
+        torch.onnx.export(graph, inputs, buffer, dynamo=False, opset_version=OPSET, input_names=list(INPUTS),
+                          output_names=[OUTPUT], dynamic_axes=axes)
     return onnx.load_from_string(buffer.getvalue())
+
+
+def fix_sizes(proto: onnx.ModelProto, size: tuple[int, int], multiple: int,
+              fixed_noise: torch.Tensor | None = None) -> None:
+    """Set H, W (and Hp, Wp) on the graph's inputs and output; a fixed noise becomes an initializer."""
+    h, w = size
+    dims = {"frames": {1: h, 2: w}, OUTPUT: {1: h, 2: w}, "noise": {3: padded(h, multiple), 4: padded(w, multiple)}}
+    for value in [*proto.graph.input, *proto.graph.output]:
+        for axis, length in dims[value.name].items():
+            value.type.tensor_type.shape.dim[axis].dim_value = length
+    if fixed_noise is not None:
+        kept = [value for value in proto.graph.input if value.name != "noise"]
+        del proto.graph.input[:]
+        proto.graph.input.extend(kept)
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(fixed_noise.float().numpy(), "noise"))
 
 
 def simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
