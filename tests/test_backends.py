@@ -1,0 +1,115 @@
+"""Backends behind one interface: ONNX Runtime against PyTorch FP32, auto choice, fallback, GPU parity."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from streamrestore.backends.registry import BackendUnavailable, create_backend
+from streamrestore.checkpoint import save_model
+from streamrestore.restorer import Restorer
+from streamrestore.training import build_model
+
+CUDA = torch.cuda.is_available()
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model("small").eval()
+    torch.nn.init.normal_(model.network.ending.weight, std=0.05)  # not the zero init: output differs from mu
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_model(path, model)
+    return str(path)
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("STREAMRESTORE_CACHE", str(tmp_path_factory.getbasetemp() / "engines"))
+
+
+def frames(h: int, w: int, n: int = 1, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def max_level_difference(a: np.ndarray, b: np.ndarray) -> int:
+    assert a.shape == b.shape and a.dtype == b.dtype == np.uint8
+    return int(np.abs(a.astype(int) - b).max())
+
+
+@pytest.mark.parametrize("steps,noise", [(1, "fixed"), (2, "fresh")])
+def test_onnxruntime_cpu_matches_torch_fp32(weights, steps, noise):
+    kw = dict(device="cpu", steps=steps, noise=noise, weights=weights)
+    ort_backend = create_backend("denoise", backend="onnxruntime", **kw)
+    torch_backend = create_backend("denoise", backend="torch", **kw)
+    assert (ort_backend.name, ort_backend.device, ort_backend.precision) == ("onnxruntime", "cpu", "fp32")
+    for batch in (frames(37, 53), frames(64, 48, n=2, seed=1), frames(37, 53, seed=2)):  # sizes change back
+        got, want = ort_backend(batch), torch_backend(batch)
+        assert max_level_difference(got, want) <= 1
+        assert np.abs(want.astype(int) - batch).mean() > 1
+    assert set(ort_backend.last_timings) == {"upload", "restore", "download"}
+
+
+def test_auto_on_cpu_picks_onnxruntime_and_restorer_uses_it(weights):
+    restorer = Restorer(task="denoise", device="cpu", weights=weights, backend="auto")
+    assert restorer.backend.name == "onnxruntime"  # measured faster than torch eager on the CPU
+    assert restorer(frames(37, 53)[0]).shape == (37, 53, 3)
+
+
+def test_failed_build_falls_back_with_one_line(weights, tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("STREAMRESTORE_CACHE", str(blocker / "engines"))  # the export cannot be written
+    with caplog.at_level(logging.WARNING, logger="streamrestore"):
+        backend = create_backend("denoise", backend="onnxruntime", device="cpu", weights=weights)
+    assert backend.name == "torch"
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and "onnxruntime backend failed to build" in lines[0] and "falling back to torch" in lines[0]
+
+
+def test_missing_runtime_is_one_line(weights):
+    try:
+        import tensorrt  # noqa: F401
+        if CUDA:
+            pytest.skip("tensorrt and CUDA are present")
+    except ModuleNotFoundError:
+        pass
+    with pytest.raises(BackendUnavailable) as info:
+        create_backend("denoise", backend="tensorrt", weights=weights)
+    assert "\n" not in str(info.value) and "tensorrt" in str(info.value)
+
+
+def test_unknown_backend_lists_the_valid_ones():
+    with pytest.raises(Exception, match="use one of auto, torch, onnxruntime, tensorrt"):
+        create_backend("denoise", backend="openvino")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_fp16_matches_fp32_on_cuda(weights, backend):
+    if backend == "onnxruntime":
+        import onnxruntime
+
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            pytest.skip("onnxruntime has no CUDA provider (pip install onnxruntime-gpu)")
+    reference = create_backend("denoise", backend="torch", device="cpu", weights=weights)
+    half = create_backend("denoise", backend=backend, device="cuda", weights=weights, fp16=True)
+    assert half.precision == "fp16"
+    for batch in (frames(37, 53), frames(64, 48, n=2)):
+        assert max_level_difference(half(batch), reference(batch)) <= 2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fp16", [False, True])
+def test_tensorrt_matches_torch(weights, fp16):
+    pytest.importorskip("tensorrt")
+    if not CUDA:
+        pytest.skip("needs CUDA")
+    reference = create_backend("denoise", backend="torch", device="cpu", weights=weights)
+    engine = create_backend("denoise", backend="tensorrt", device="cuda", weights=weights, fp16=fp16)
+    assert engine.name == "tensorrt"
+    for batch in (frames(37, 53), frames(64, 48)):
+        assert max_level_difference(engine(batch), reference(batch)) <= 2
