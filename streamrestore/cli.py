@@ -33,7 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_opencv() -> None:
+    """OpenCV prints its own warnings for unreadable files; we report those ourselves in one line."""
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_opencv()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

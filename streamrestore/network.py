@@ -126,7 +126,7 @@ class ConditionalNAFUNet(nn.Module):
         return 2 ** (len(self.config.enc_blocks) + 1)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        emb = self.time_mlp(timestep_embedding(t, self.config.time_dim)).to(x.dtype)
+        emb = self.time_mlp(timestep_embedding(t, self.config.time_dim).to(self.intro.weight.dtype))
         h = self.intro(F.pixel_unshuffle(torch.cat([x, cond], dim=1), 2))
         skips = []
         for blocks, down in zip(self.encoders, self.downs):

@@ -1,0 +1,123 @@
+"""`streamrestore train` and `eval` end to end, and their one-line errors on bad input."""
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "streamrestore.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+class Result:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def run_main(capfd):
+    """The real CLI entry point in this process (faster than a subprocess; same error handling)."""
+    from streamrestore.cli import main
+
+    def call(*args):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse errors
+            code = exc.code
+        out, err = capfd.readouterr()
+        return Result(code, out, err)
+
+    return call
+
+
+def assert_one_line_error(result, *needles):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        yy, xx = np.mgrid[0:72, 0:80]
+        img = np.stack([yy * 3, xx * 3, (yy + xx) * 2], -1) % 256
+        img = (img + rng.integers(0, 20, img.shape)).clip(0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"p{i}.png"), img)
+    return folder
+
+
+def test_help_lists_the_commands():
+    out = cli("--help").stdout
+    for command in ("train", "eval", "run"):
+        assert command in out
+
+
+def test_train_then_eval_on_its_own_weights(photos, tmp_path):
+    weights = tmp_path / "w.safetensors"
+    result = cli("train", "--task", "denoise", "--data", photos, "--out", weights, "--iters", 3, "--batch", 2,
+                 "--patch", 32, "--stage", "both", "--holdout-every", 0, "--quiet")
+    assert result.returncode == 0, result.stderr
+    card = json.loads(weights.with_suffix(".json").read_text())
+    assert card["task"] == "denoise" and card["architecture"]["parameters"] > 0
+    assert card["architecture"]["macs_per_pixel"] > 0 and "FFT" in card["losses"]["perceptual"]
+    assert [c[0] for c in card["training"]["loss_curve"]] == ["linear", "nonlinear"]
+    result = cli("eval", "--task", "denoise", "--data", photos, "--weights", weights, "--baseline-weights", weights,
+                 "--steps", 1, 2, "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)["rows"]
+    assert list(rows) == ["degraded input", "classical (nlm_denoise)", "CNN-baseline", "IR-CM 1-step", "IR-CM 2-step"]
+    assert all(10 < r["psnr_y"] < 60 and 0 < r["ssim_y"] <= 1 for r in rows.values())
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "not-images", "unreadable", "grayscale", "16-bit"])
+def test_train_and_eval_refuse_bad_data(tmp_path, case, run_main):
+    folder = tmp_path / "data"
+    if case != "missing":
+        folder.mkdir()
+    if case == "not-images":
+        (folder / "notes.txt").write_text("hello")
+    if case == "unreadable":
+        (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    if case == "grayscale":
+        cv2.imwrite(str(folder / "g.png"), np.zeros((64, 64), np.uint8))
+    if case == "16-bit":
+        cv2.imwrite(str(folder / "d.png"), np.zeros((64, 64, 3), np.uint16))
+    expected = {"missing": "no such folder", "empty": "holds no images", "not-images": "holds no images",
+                "unreadable": "broken.png", "grayscale": "grayscale", "16-bit": "16-bit"}[case]
+    out = tmp_path / "w.safetensors"
+    assert_one_line_error(run_main("train", "--task", "derain", "--data", folder, "--out", out, "--iters", 1), expected)
+    assert not out.exists()
+    assert_one_line_error(run_main("eval", "--task", "derain", "--data", folder, "--weights", out), expected)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--task", "dehaze"], "--task"),
+    (["--iters", "0"], "--iters"),
+    (["--batch", "-2"], "--batch"),
+    (["--patch", "50"], "--patch"),
+    (["--size", "huge"], "--size"),
+    (["--device", "tpu"], "--device"),
+    (["--out", "weights.pt"], "safetensors"),
+])
+def test_train_refuses_bad_options(photos, tmp_path, args, needle, run_main):
+    base = {"--task": "derain", "--data": str(photos), "--out": str(tmp_path / "w.safetensors")}
+    for key, value in zip(args[::2], args[1::2]):
+        base[key] = value
+    flat = [x for kv in base.items() for x in kv]
+    assert_one_line_error(run_main("train", *flat, *[a for a in args if a not in base and a not in base.values()]), needle)
+
+
+def test_eval_refuses_unknown_steps_and_missing_weights(photos, tmp_path, run_main):
+    assert_one_line_error(run_main("eval", "--task", "denoise", "--data", photos, "--steps", "0"), "--steps")
+    assert_one_line_error(run_main("eval", "--task", "denoise", "--data", photos, "--weights", tmp_path / "none.safetensors"),
+                          "none.safetensors")
