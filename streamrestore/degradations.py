@@ -101,7 +101,7 @@ def random_lowlight(image, rng):
 
 
 def eval_rain(image, rng):
-    return add_rain(image, rng, density=0.02, angle=rng.uniform(60, 120), length=25, width=1, brightness=0.8, haze=0.1)
+    return add_rain(image, rng, density=0.02, angle=75.0, length=25, width=1, brightness=0.8, haze=0.1)
 
 
 def eval_noise(image, rng):

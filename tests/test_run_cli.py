@@ -149,3 +149,18 @@ def test_cuda_path(tmp_path):
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "r.json").read_text())["summary"]
     assert summary["device"] == "cuda" and summary["frames"] == 8
+
+
+def test_builtin_sample_clip_runs_with_no_input_file(tmp_path, tiny_weights):
+    """README's first command: `streamrestore run sample --task derain -o restored.mp4`."""
+    import av
+
+    from streamrestore.cli import main
+
+    out = tmp_path / "restored.mp4"
+    assert main(["run", "sample", "--task", "derain", "-o", str(out), "--weights", str(tiny_weights),
+                 "--backend", "torch", "--quiet"]) == 0
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert (stream.width, stream.height) == (640, 360)
+        assert sum(1 for _ in container.decode(stream)) == 48

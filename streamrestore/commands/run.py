@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import av
@@ -39,7 +40,7 @@ def _crf(text: str) -> int:
 def add_parser(subparsers, name: str) -> None:
     p = subparsers.add_parser(name, help="restore a video file, an image or a folder of images",
                               description=__doc__)
-    p.add_argument("input", metavar="INPUT", nargs="?", help="video file, image file, folder of images, or rtsp:// URL")
+    p.add_argument("input", metavar="INPUT", nargs="?", help="video file, image file, folder of images, rtsp:// URL, or `sample` (the built-in clip)")
     p.add_argument("--task", required=True, help="derain, denoise, deblur, lowlight, or passthrough (identity)")
     p.add_argument("-o", "--output", metavar="OUTPUT",
                    help="video file (.mp4, .mkv, ...), image file, folder (PNG), folder/*.jpg, or rtsp:// URL")
@@ -82,6 +83,8 @@ def main(args: argparse.Namespace) -> int:
         return _run_streams(args)
     if args.input is None or args.output is None:
         raise UserError("give INPUT and -o OUTPUT (or --streams streams.yaml)")
+    if args.input == "sample" and not os.path.exists(args.input):
+        args.input = f"sample:{args.task}"  # the built-in sample clip, degraded for this task
     check_output(args.output, args.input, overwrite=args.overwrite)
     source = open_source(args.input, **live_source_options(args, args.input))
     try:

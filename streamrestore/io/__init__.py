@@ -23,7 +23,11 @@ def is_live(spec: str) -> bool:
 
 
 def open_source(spec: str, **live_options) -> FrameSource:
-    """The source for INPUT: a folder or image file, an RTSP URL, or a video file."""
+    """The source for INPUT: a folder or image file, an RTSP URL, `sample:TASK`, or a video file."""
+    if spec.startswith("sample:") and not os.path.exists(spec):
+        from streamrestore.io.sample import SampleClip
+
+        return SampleClip(spec.split(":", 1)[1])
     if is_live(spec):
         return _live_module().RtspSource(spec, **live_options)
     if os.path.isdir(spec) or is_image_path(spec):
