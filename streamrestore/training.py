@@ -20,6 +20,7 @@ from streamrestore.checkpoint import save_model
 from streamrestore.consistency import ConsistencyModel
 from streamrestore.losses import VGG16Perceptual, fft_amplitude_l1, irc_m_loss
 from streamrestore.network import SIZES, ConditionalNAFUNet, count_parameters, macs_per_pixel
+from streamrestore.sampler import sampling_times
 from streamrestore.sde import MeanRevertingSchedule
 
 STAGE_CHOICES = {"linear": ["linear"], "nonlinear": ["nonlinear"], "both": ["linear", "nonlinear"],
@@ -38,18 +39,22 @@ class TrainConfig:
     weight_decay: float = 0.01
     lambda_og: float = 0.8
     lambda_perc: float = 0.125
-    boundary_fraction: float = 0.25  # share of pairs with t_{n+1} = T, the time one-step inference uses
+    sampling_time_fraction: float = 0.4  # share of pairs with t_{n+1} at a time Algorithm 3 evaluates
     seed: int = 0
     device: str = "cpu"
+    warmup: int = 100  # iterations of linear learning-rate warm-up
     checkpoint_seconds: float = 120.0
     perceptual_weights: str | None = None
 
 
-def sample_pair_index(batch: int, T: int, boundary_fraction: float, generator: torch.Generator) -> torch.Tensor:
-    """n in {1..T-1} uniform (consistency training), a `boundary_fraction` of them set to T-1."""
+def sample_pair_index(batch: int, T: int, fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """n in {1..T-1} uniform (consistency training); a `fraction` of pairs instead get t_{n+1} in
+    {T, T/2, T/4} — the times 1-, 2- and 3-step sampling evaluate (Algorithm 3) — so a short CPU
+    training spends more of its budget where inference happens."""
     n = torch.randint(1, T, (batch,), generator=generator)
-    at_boundary = torch.rand(batch, generator=generator) < boundary_fraction
-    return torch.where(at_boundary, torch.full_like(n, T - 1), n)
+    times = torch.tensor(sampling_times(T, 3)) - 1
+    at_sampling_time = torch.rand(batch, generator=generator) < fraction
+    return torch.where(at_sampling_time, times[torch.randint(len(times), (batch,), generator=generator)], n)
 
 
 def cnn_baseline_loss(model: ConsistencyModel, lq: torch.Tensor, hq: torch.Tensor):
@@ -60,8 +65,8 @@ def cnn_baseline_loss(model: ConsistencyModel, lq: torch.Tensor, hq: torch.Tenso
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
-    """Linear warm-up over 100 iterations, then cosine decay to 5% of the base rate."""
-    warm = min(1.0, (step + 1) / 100)
+    """Linear warm-up over `config.warmup` iterations, then cosine decay to 5% of the base rate."""
+    warm = min(1.0, (step + 1) / max(1, config.warmup))
     return config.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / max(1, config.iters))))
 
 
@@ -83,7 +88,11 @@ def train(config: TrainConfig, pairs, out: str | Path, resume: bool = False, car
     if init_weights:
         from streamrestore.checkpoint import load_model
 
+        from streamrestore.checkpoint import read_card
+
         model.network.load_state_dict(load_model(init_weights).network.state_dict())
+        card = {**(card or {}), "initialised_from": {"weights": Path(init_weights).name,
+                                                     "training": read_card(init_weights).get("training")}}
     perceptual = VGG16Perceptual(config.perceptual_weights).to(config.device) if config.perceptual_weights else fft_amplitude_l1
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     log = {"stage_index": 0, "iteration": 0, "curve": [], "seconds": 0.0}
@@ -130,7 +139,7 @@ def training_step(model, optimiser, pairs, config: TrainConfig, stage: str, gene
     if stage == "baseline":
         loss, parts = cnn_baseline_loss(model, lq, hq)
     else:
-        n = sample_pair_index(lq.shape[0], model.schedule.T, config.boundary_fraction, generator).to(config.device)
+        n = sample_pair_index(lq.shape[0], model.schedule.T, config.sampling_time_fraction, generator).to(config.device)
         z = torch.randn(lq.shape, generator=generator).to(config.device)
         loss, parts = irc_m_loss(model, lq, hq, stage, n, z, perceptual, config.lambda_og, config.lambda_perc)
     optimiser.zero_grad(set_to_none=True)

@@ -27,9 +27,10 @@ def test_training_pair_shares_its_noise():
 
 def test_pair_index_range():
     g = torch.Generator().manual_seed(0)
-    n = sample_pair_index(10_000, 100, 0.25, g)
+    n = sample_pair_index(30_000, 100, 0.3, g)
     assert int(n.min()) >= 1 and int(n.max()) == 99
-    assert 0.2 < float((n == 99).float().mean()) < 0.3
+    for t_next in (100, 50, 25):  # the times of 1-, 2- and 3-step sampling get 0.1 each on top of uniform
+        assert 0.09 < float((n + 1 == t_next).float().mean()) < 0.12
 
 
 def test_target_side_carries_no_gradient():
@@ -67,13 +68,13 @@ def _one_step_error(model, data):
 def test_a_few_steps_reduce_the_loss(stage):
     torch.manual_seed(0)
     model = build_model("small")
-    config = TrainConfig(task="denoise", iters=1000, batch=4, lr=5e-3, stages=[stage])
+    config = TrainConfig(task="denoise", iters=1000, batch=4, lr=2e-3, warmup=1, stages=[stage])
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr)
     data, g = _FixedBatches(), torch.Generator().manual_seed(0)
     before = _one_step_error(model, data)
     losses = [training_step(model, optimiser, data, config, stage, g, i)[0] for i in range(30)]
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
-    assert _one_step_error(model, data) < 0.85 * before
+    assert _one_step_error(model, data) < 0.95 * before
 
 
 def test_checkpoint_round_trip_is_bit_exact_and_never_unpickles(tmp_path):
