@@ -8,6 +8,7 @@ sink is still finished). An error in any stage stops all of them and removes the
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import queue
 import signal
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamrestore.backends.base import Done
 from streamrestore.errors import UserError
 from streamrestore.io.base import DecodedFrame, FrameSink, FrameSource
 from streamrestore.report import LatencyReport
@@ -137,18 +139,38 @@ def _put_latest(out: queue.Queue, frame: DecodedFrame, source: FrameSource, keep
 
 
 def _restore_stage(state: _State, backend, inp: queue.Queue, out: queue.Queue, batch: int, live: bool) -> None:
+    """Batches go to the backend; with `submit` (CUDA double buffering) two are in flight, so the
+    upload of batch k+1 and the download of batch k-1 overlap the restore of batch k."""
+    submit = getattr(backend, "submit", None)
+    in_flight: collections.deque = collections.deque()
     ended = False
     while not ended:
+        if inp.empty():  # nothing to overlap with: hand out what is in flight before waiting
+            while in_flight:
+                if not _emit(state, out, *in_flight.popleft()):
+                    return
         frames, ended = _take_batch(state, inp, batch, block=not live)
         for _, group in itertools.groupby(frames, key=lambda f: f.image.shape):
             group = list(group)
-            images = backend(np.stack([f.image for f in group]))
-            timings = {**backend.last_timings, "batch": len(group)}
-            for frame, image in zip(group, images):
-                frame.timings.update(timings)
-                if not state.put(out, (image, frame)):
-                    return
+            images = np.stack([f.image for f in group])
+            in_flight.append((group, submit(images) if submit else Done(backend(images), dict(backend.last_timings))))
+            if len(in_flight) > 1 and not _emit(state, out, *in_flight.popleft()):
+                return
+    while in_flight:
+        if not _emit(state, out, *in_flight.popleft()):
+            return
     state.put(out, _END)
+
+
+def _emit(state: _State, out: queue.Queue, group: list[DecodedFrame], pending) -> bool:
+    """Wait for a submitted batch and pass its frames on with their stage timings."""
+    images = pending.result()
+    timings = {**pending.timings, "batch": len(group)}
+    for frame, image in zip(group, images):
+        frame.timings.update(timings)
+        if not state.put(out, (image, frame)):
+            return False
+    return True
 
 
 def _take_batch(state: _State, inp: queue.Queue, size: int, block: bool) -> tuple[list[DecodedFrame], bool]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -73,3 +74,42 @@ def test_zero_frame_video_is_a_user_error(tmp_path):
         run_pipeline(source, PassthroughBackend(), sink)
     assert not (tmp_path / "out.mp4").exists()
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+class _Deferred:
+    """An asynchronous backend stand-in (like CUDA double buffering): submit returns at once and
+    result() finishes the work; records how many batches were in flight at most."""
+
+    name, device, precision, model = "deferred", "cpu", "fp32", "identity+1"
+
+    def __init__(self):
+        self.in_flight = self.max_in_flight = 0
+        self.last_timings = {"upload": 0.0, "restore": 0.0, "download": 0.0}
+
+    def submit(self, frames):
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        backend = self
+
+        class Pending:
+            timings = {"upload": 1.0, "restore": 2.0, "download": 3.0}
+
+            def result(self):
+                time.sleep(0.05)  # slower than decoding, so the next batch is ready to overlap
+                backend.in_flight -= 1
+                return frames // 2 * 2  # a visible change: every level made even
+
+        return Pending()
+
+
+def test_submitting_backend_keeps_two_batches_in_flight_and_order(tmp_path):
+    src = make_clip(tmp_path / "in.mp4", frames=12, audio=False)
+    source = open_source(str(src))
+    sink = open_sink(str(tmp_path / "out.mp4"), source.info)
+    backend = _Deferred()
+    report = LatencyReport(facts={"backend": "deferred"}, warmup=0)
+    result = run_pipeline(source, backend, sink, batch=2, report=report)
+    assert result.frames == 12
+    assert [r["index"] for r in report.records] == list(range(12))
+    assert backend.max_in_flight == 2 and backend.in_flight == 0
+    assert all(r["upload"] == 1.0 and r["download"] == 3.0 for r in report.records)
