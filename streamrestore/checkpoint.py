@@ -62,3 +62,8 @@ def load_model(path: str | Path, device: str = "cpu") -> ConsistencyModel:
 def read_card(path: str | Path) -> dict:
     p = card_path(path)
     return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def recommended_noise(path: str | Path) -> str:
+    """The noise policy the model card recommends (measured by benchmarks/flicker.py), else "fixed"."""
+    return read_card(path).get("noise_policy", {}).get("default", "fixed")

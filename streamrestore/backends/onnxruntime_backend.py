@@ -20,7 +20,7 @@ import torch
 from streamrestore import engine_cache
 from streamrestore.backends.base import Done
 from streamrestore.backends.registry import BackendUnavailable
-from streamrestore.checkpoint import load_model, read_card
+from streamrestore.checkpoint import load_model, read_card, recommended_noise
 from streamrestore.errors import UserError
 from streamrestore.export import OPSET, OUTPUT, export_onnx, noise_shape
 from streamrestore.sampler import NoisePolicy
@@ -95,16 +95,16 @@ class NoiseFeed:
         return noise
 
 
-def describe(task: str, path: Path, steps: int) -> str:
+def describe(task: str, path: Path, steps: int, noise: str) -> str:
     card = read_card(path)
     size = card.get("architecture", {}).get("size", "?")
-    return f"{task} {size} {card.get('kind', 'ir-cm')} {steps}-step ({Path(path).name})"
+    return f"{task} {size} {card.get('kind', 'ir-cm')} {steps}-step, {noise} noise ({Path(path).name})"
 
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, task: str, device: str = "auto", steps: int = 1, noise: str = "fixed",
+    def __init__(self, task: str, device: str = "auto", steps: int = 1, noise: str | None = None,
                  weights: str | None = None, fp16: bool | None = None, seed: int = 0):
         check_task(task)
         if steps < 1:
@@ -114,7 +114,8 @@ class OnnxRuntimeBackend:
         self.precision = "fp16" if (self.device == "cuda" if fp16 is None else fp16) else "fp32"
         path = Path(weights or default_weights(task, self.device))
         model = load_model(path, "cpu")
-        self.model = describe(task, path, steps)
+        noise = noise or recommended_noise(path)
+        self.model = describe(task, path, steps, noise)
         self.graph = cached_onnx(model, path, steps, self.precision == "fp16")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -33,7 +33,7 @@ class BackendUnavailable(UserError):
 
 
 def create_backend(task: str, *, backend: str = "auto", device: str = "auto", steps: int = 1,
-                   noise: str = "fixed", weights: str | None = None, fp16: bool | None = None) -> Backend:
+                   noise: str | None = None, weights: str | None = None, fp16: bool | None = None) -> Backend:
     """Build the backend that restores frames of `task` (N,H,W,3 uint8 RGB -> same)."""
     if task == "passthrough":
         return PassthroughBackend()

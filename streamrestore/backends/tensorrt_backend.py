@@ -19,7 +19,7 @@ from streamrestore import engine_cache
 from streamrestore.backends.base import Done
 from streamrestore.backends.onnxruntime_backend import NoiseFeed, cached_onnx, describe
 from streamrestore.backends.registry import BackendUnavailable
-from streamrestore.checkpoint import load_model
+from streamrestore.checkpoint import load_model, recommended_noise
 from streamrestore.errors import UserError
 from streamrestore.export import OUTPUT, noise_shape
 from streamrestore.sampler import NoisePolicy
@@ -80,7 +80,7 @@ class TensorRTBackend:
     name = "tensorrt"
     device = "cuda"
 
-    def __init__(self, task: str, device: str = "auto", steps: int = 1, noise: str = "fixed",
+    def __init__(self, task: str, device: str = "auto", steps: int = 1, noise: str | None = None,
                  weights: str | None = None, fp16: bool | None = None, seed: int = 0):
         check_task(task)
         if device == "cpu":
@@ -91,7 +91,8 @@ class TensorRTBackend:
         self.precision = "fp32" if fp16 is False else "fp16"
         path = Path(weights or default_weights(task, "cuda"))
         model = load_model(path, "cpu")
-        self.model, self.steps, self.multiple = describe(task, path, steps), steps, model.network.pad_multiple
+        noise = noise or recommended_noise(path)
+        self.model, self.steps, self.multiple = describe(task, path, steps, noise), steps, model.network.pad_multiple
         self.graph = cached_onnx(model, path, steps, self.precision == "fp16")
         self.noise = NoiseFeed(NoisePolicy(noise, seed), steps, self.multiple)
         self.runtime = self.trt.Runtime(self.trt.Logger(self.trt.Logger.WARNING))

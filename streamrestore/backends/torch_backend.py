@@ -14,7 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from streamrestore.backends.base import Done
-from streamrestore.checkpoint import load_model, read_card
+from streamrestore.checkpoint import load_model, read_card, recommended_noise
 from streamrestore.errors import UserError
 from streamrestore.sampler import NoisePolicy, sample
 from streamrestore.tasks import check_task, default_weights
@@ -52,7 +52,7 @@ class FrameRestorer(torch.nn.Module):
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, task: str, device: str = "auto", steps: int = 1, noise: str = "fixed",
+    def __init__(self, task: str, device: str = "auto", steps: int = 1, noise: str | None = None,
                  weights: str | None = None, fp16: bool | None = None, seed: int = 0):
         check_task(task)
         if steps < 1:
@@ -62,14 +62,15 @@ class TorchBackend:
             raise UserError("--fp16 needs --device cuda; on the CPU the torch backend runs FP32")
         path = weights or default_weights(task, self.device)
         model = load_model(path, self.device)
+        self.noise = noise or recommended_noise(path)
         self.fp16 = self.device == "cuda" if fp16 is None else fp16
         if self.fp16:
             model.network.half()  # the consistency-function arithmetic stays float32 (ConsistencyModel)
         self.precision = "fp16" if self.fp16 else "fp32"
         card = read_card(path)
         size = card.get("architecture", {}).get("size", "?")
-        self.model = f"{task} {size} {card.get('kind', 'ir-cm')} {steps}-step ({path.name if hasattr(path, 'name') else path})"
-        self.restorer = FrameRestorer(model, steps, NoisePolicy(noise, seed)).eval()
+        self.model = f"{task} {size} {card.get('kind', 'ir-cm')} {steps}-step, {self.noise} noise ({path.name if hasattr(path, 'name') else path})"
+        self.restorer = FrameRestorer(model, steps, NoisePolicy(self.noise, seed)).eval()
         self.last_timings = {"upload": 0.0, "restore": 0.0, "download": 0.0}
         self._cuda = _CudaDoubleBuffer(self.restorer) if self.device == "cuda" else None
 

@@ -26,7 +26,8 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--holdout-every", default=6, type=positive_int("--holdout-every"))
     p.add_argument("--max-side", default=512, type=positive_int("--max-side", minimum=32),
                    help="downscale images so the long side is at most this (speed)")
-    p.add_argument("--noise", default="fixed", type=choice("--noise", ("fixed", "fresh", "zero")))
+    p.add_argument("--noise", type=choice("--noise", ("fixed", "fresh", "zero")),
+                   help="sampling noise (default: what the model card recommends)")
     p.add_argument("--seed", default=0, type=int)
     p.add_argument("--device", default="cpu", type=choice("--device", ("cpu", "cuda", "auto")))
     p.add_argument("--json", action="store_true", help="print the table as JSON")

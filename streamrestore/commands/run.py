@@ -48,8 +48,9 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--batch", type=_at_least_one, help="frames per model call (default 1: lowest latency)")
-    p.add_argument("--noise", choices=("fixed", "fresh", "zero"), default="fixed",
-                   help="sampling noise: fixed per stream (default), fresh per frame, or zero")
+    p.add_argument("--noise", choices=("fixed", "fresh", "zero"),
+                   help="sampling noise: fixed per stream, fresh per frame, or zero (default: the policy the "
+                        "model card recommends, measured to flicker least)")
     p.add_argument("--weights", help="checkpoint file instead of the task's shipped one")
     p.add_argument("--codec", help="video encoder (default libx264; libvpx-vp9 for .webm)")
     p.add_argument("--crf", type=_crf, help="encoder quality, 0 = lossless (default: the encoder's)")
