@@ -105,3 +105,15 @@ def test_restorer_odd_sizes_keep_shape_and_dtype(tiny_weights, size):
     np.testing.assert_array_equal(batch[0], out)
     with pytest.raises(ValueError):
         r(frame.astype(np.float32))
+
+
+def test_default_noise_policy_comes_from_the_model_card(tmp_path):
+    from streamrestore import Restorer
+    from streamrestore.checkpoint import save_model
+
+    path = tmp_path / "w.safetensors"
+    save_model(path, perturbed_model(), {"task": "denoise", "noise_policy": {"default": "zero"}})
+    assert Restorer("denoise", weights=str(path)).backend.noise == "zero"
+    assert Restorer("denoise", weights=str(path), noise="fresh").backend.noise == "fresh"
+    save_model(path, perturbed_model(), {"task": "denoise"})
+    assert Restorer("denoise", weights=str(path)).backend.noise == "fixed"

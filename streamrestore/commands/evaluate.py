@@ -31,6 +31,7 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--seed", default=0, type=int)
     p.add_argument("--device", default="cpu", type=choice("--device", ("cpu", "cuda", "auto")))
     p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.add_argument("--write-card", action="store_true", help="store the table in the IR-CM weights' model card")
     p.set_defaults(handler=main)
 
 
@@ -47,6 +48,20 @@ def load_eval_pairs(args):
         if not files:
             raise UserError(f"--data {args.data}: too few images to hold any out with --holdout-every {args.holdout_every}")
     return synthetic_pairs({f.name: fit_long_side(read_rgb8(f), args.max_side) for f in files}, args.task, args.seed)
+
+
+def _write_card(args, images: list[str], rows: dict) -> None:
+    """Record the figures, the images and the command in the model card beside the IR-CM weights."""
+    import sys
+
+    from streamrestore.checkpoint import atomic_write_bytes, card_path, read_card
+    from streamrestore.tasks import shipped_weights
+
+    weights = Path(args.weights) if args.weights else shipped_weights(args.task)
+    card = read_card(weights)
+    card["eval"] = {"command": "streamrestore eval " + " ".join(sys.argv[2:]), "split": args.split,
+                    "max_side": args.max_side, "images": images, "rows": rows}
+    atomic_write_bytes(card_path(weights), (json.dumps(card, indent=2) + "\n").encode())
 
 
 def main(args) -> int:
@@ -68,6 +83,8 @@ def main(args) -> int:
         models[f"IR-CM {steps}-step"] = Restorer(args.task, steps=steps, device=args.device, weights=args.weights,
                                                  noise=args.noise)
     rows = evaluate(args.task, pairs, models)
+    if args.write_card:
+        _write_card(args, [p.name for p in pairs], rows)
     if args.json:
         print(json.dumps({"task": args.task, "images": [p.name for p in pairs], "rows": rows}, indent=2))
         return 0
