@@ -34,10 +34,13 @@ def test_pair_index_range():
 
 
 def test_target_side_carries_no_gradient():
+    """phi- = stopgrad(phi): the student pass records a graph, the target pass (at t_n) does not."""
     model = build_model("small")
+    grad_enabled = []
+    model.network.register_forward_hook(lambda *_: grad_enabled.append(torch.is_grad_enabled()))
     lq, hq = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
     loss, parts = irc_m_loss(model, lq, hq, "nonlinear", torch.tensor([3, 40]), torch.randn(2, 3, 16, 16))
-    loss.backward()
+    assert grad_enabled == [True, False]
     assert set(parts) == {"ct", "og"} and loss.requires_grad
 
 
