@@ -111,3 +111,26 @@ def test_interrupted_training_resumes_where_it_stopped(tmp_path):
     curve = card["training"]["loss_curve"]
     assert [c[0] for c in curve].count("linear") == 1 and curve[-1][0] == "nonlinear"
     assert card["training"]["completed"] == {"stage_index": 2, "iteration": 0, "seconds": card["training"]["completed"]["seconds"]}
+
+
+def test_vgg16_perceptual_loads_only_a_given_file(tmp_path):
+    """The paper's VGG16 term reads torchvision-named weights from a safetensors file we pass."""
+    from safetensors.torch import save_file
+    from torch import nn
+
+    from streamrestore.losses import VGG16Perceptual
+
+    state, index, c = {}, 0, 3
+    for v in VGG16Perceptual.LAYOUT:
+        if v == "M":
+            index += 1
+            continue
+        conv = nn.Conv2d(c, v, 3, padding=1)
+        state[f"features.{index}.weight"], state[f"features.{index}.bias"] = conv.weight.data, conv.bias.data
+        index, c = index + 2, v
+    path = tmp_path / "vgg16.safetensors"
+    save_file(state, str(path))
+    loss = VGG16Perceptual(path)
+    x, y = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    assert float(loss(x, x)) == 0.0 and float(loss(x, y)) > 0.0
+    assert not any(p.requires_grad for p in loss.parameters())
