@@ -16,7 +16,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from streamrestore.checkpoint import save_model
+from streamrestore.checkpoint import load_model, read_card, save_model
 from streamrestore.consistency import ConsistencyModel
 from streamrestore.losses import VGG16Perceptual, fft_amplitude_l1, irc_m_loss
 from streamrestore.network import SIZES, ConditionalNAFUNet, count_parameters, macs_per_pixel
@@ -85,14 +85,10 @@ def train(config: TrainConfig, pairs, out: str | Path, resume: bool = False, car
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     model = build_model(config.size).to(config.device)
-    if init_weights:
-        from streamrestore.checkpoint import load_model
-
-        from streamrestore.checkpoint import read_card
-
+    card = dict(card or {})
+    if init_weights:  # e.g. a second round of nonlinear fitting from a finished checkpoint
         model.network.load_state_dict(load_model(init_weights).network.state_dict())
-        card = {**(card or {}), "initialised_from": {"weights": Path(init_weights).name,
-                                                     "training": read_card(init_weights).get("training")}}
+        card["initialised_from"] = {"weights": Path(init_weights).name, "training": read_card(init_weights).get("training")}
     perceptual = VGG16Perceptual(config.perceptual_weights).to(config.device) if config.perceptual_weights else fft_amplitude_l1
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     log = {"stage_index": 0, "iteration": 0, "curve": [], "seconds": 0.0}
@@ -101,7 +97,6 @@ def train(config: TrainConfig, pairs, out: str | Path, resume: bool = False, car
         model.network.load_state_dict(saved["network"])
         optimiser.load_state_dict(saved["optimiser"])
         log = saved["log"]
-    card = dict(card or {})
     card.update(model_facts(model, config))
     generator = torch.Generator().manual_seed(config.seed + 7919 * log["iteration"] + log["stage_index"])
     pairs.rng = np.random.default_rng(config.seed + log["iteration"] + 1000 * log["stage_index"])

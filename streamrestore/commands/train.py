@@ -44,13 +44,11 @@ def main(args) -> int:
 
     from streamrestore.data import PairedPatches, SyntheticPairs
     from streamrestore.imagefiles import list_images, paired_files, split_holdout
-    from streamrestore.training import STAGE_CHOICES, TrainConfig, state_path, train
+    from streamrestore.training import STAGE_CHOICES, TrainConfig, train
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise UserError(f"--out {out}: weights are written as safetensors; name the file *.safetensors")
-    if out.exists() and not args.resume and not state_path(out).exists():
-        pass  # retraining replaces our own previous weights; the card records the run
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible to PyTorch; use --device cpu")
     if args.perceptual_weights and not Path(args.perceptual_weights).is_file():
