@@ -76,14 +76,7 @@ def build_graph(model: ConsistencyModel, steps: int, fp16: bool = False) -> Rest
     model = copy.deepcopy(model).cpu().float().eval()
     if fp16:
         model.network.half()  # LayerNorm2d and the OECF stay float32 (DESIGN.md s.7)
-        # the network feeds its float32 sinusoidal embedding to time_mlp as is; cast it (t is a constant: folds away)
-        model.network.time_mlp = nn.Sequential(_Half(), *model.network.time_mlp)
     return RestoreGraph(model, steps).eval()
-
-
-class _Half(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.half()
 
 
 def export_onnx(model: ConsistencyModel, path: str | Path, steps: int = 1, fp16: bool = False,
