@@ -13,6 +13,7 @@ from streamrestore.io import check_output, open_sink, open_source
 from streamrestore.pipeline import run_pipeline
 from streamrestore.profiles import add_live_arguments, apply_profile, live_source_options, open_output
 from streamrestore.report import LatencyReport
+from streamrestore.tasks import check_task
 
 CRF_MAX = {"libx264": 51, "libx265": 51}  # other encoders (vp9, av1) take 0-63
 
@@ -78,6 +79,7 @@ def check_codec(name: str | None, crf: int | None) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    check_task(args.task)
     check_codec(args.codec, args.crf)
     apply_profile(args)
     if args.streams:
