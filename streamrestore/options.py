@@ -25,3 +25,16 @@ def choice(option: str, allowed: tuple[str, ...]):
         return text
 
     return parse
+
+
+def fraction(option: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} {text!r}: give a number between 0 and 1") from None
+        if not 0.0 <= value <= 1.0:
+            raise argparse.ArgumentTypeError(f"{option} {value}: must be between 0 and 1")
+        return value
+
+    return parse

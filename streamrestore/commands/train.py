@@ -8,7 +8,7 @@ from pathlib import Path
 from streamrestore.degradations import TASKS
 from streamrestore.errors import UserError
 from streamrestore.network import SIZES
-from streamrestore.options import positive_int, choice
+from streamrestore.options import choice, fraction, positive_int
 
 
 def add_parser(subparsers, name: str) -> None:
@@ -27,6 +27,8 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--batch", default=8, type=positive_int("--batch"))
     p.add_argument("--patch", default=128, type=positive_int("--patch", minimum=32, multiple=16))
     p.add_argument("--lr", default=1e-3, type=float)
+    p.add_argument("--sampling-time-fraction", default=0.4, type=fraction("--sampling-time-fraction"),
+                   help="share of training pairs placed at the times sampling evaluates (T, T/2, T/4)")
     p.add_argument("--seed", default=0, type=int)
     p.add_argument("--holdout-every", default=6, type=positive_int("--holdout-every", minimum=0),
                    help="hold out every N-th image of --data (sorted by name) for eval; 0 holds none out")
@@ -67,6 +69,7 @@ def main(args) -> int:
         data = {"kind": "paired lq/gt", "folder": str(args.paired), "pairs": len(pair_list)}
     config = TrainConfig(task=args.task, size=args.size, stages=STAGE_CHOICES[args.stage], iters=args.iters,
                          batch=args.batch, patch=args.patch, lr=args.lr, seed=args.seed, device=args.device,
+                         sampling_time_fraction=args.sampling_time_fraction,
                          perceptual_weights=args.perceptual_weights)
     card = {"date": datetime.date.today().isoformat(), "data": data,
             "kind": "cnn-baseline" if args.stage == "baseline" else "ir-cm"}
