@@ -38,3 +38,16 @@ def fraction(option: str):
         return value
 
     return parse
+
+
+def positive_float(option: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} {text!r}: give a positive number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{option} {value}: must be greater than 0")
+        return value
+
+    return parse

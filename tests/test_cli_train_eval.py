@@ -108,6 +108,8 @@ def test_train_and_eval_refuse_bad_data(tmp_path, case, run_main):
     (["--size", "huge"], "--size"),
     (["--device", "tpu"], "--device"),
     (["--out", "weights.pt"], "safetensors"),
+    (["--lr", "-1"], "--lr"),
+    (["--sampling-time-fraction", "1.5"], "--sampling-time-fraction"),
 ])
 def test_train_refuses_bad_options(photos, tmp_path, args, needle, run_main):
     base = {"--task": "derain", "--data": str(photos), "--out": str(tmp_path / "w.safetensors")}

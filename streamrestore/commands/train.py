@@ -8,7 +8,7 @@ from pathlib import Path
 from streamrestore.degradations import TASKS
 from streamrestore.errors import UserError
 from streamrestore.network import SIZES
-from streamrestore.options import choice, fraction, positive_int
+from streamrestore.options import choice, fraction, positive_float, positive_int
 
 
 def add_parser(subparsers, name: str) -> None:
@@ -26,7 +26,7 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--iters", default=2000, type=positive_int("--iters"), help="iterations per stage")
     p.add_argument("--batch", default=8, type=positive_int("--batch"))
     p.add_argument("--patch", default=128, type=positive_int("--patch", minimum=32, multiple=16))
-    p.add_argument("--lr", default=1e-3, type=float)
+    p.add_argument("--lr", default=1e-3, type=positive_float("--lr"))
     p.add_argument("--sampling-time-fraction", default=0.4, type=fraction("--sampling-time-fraction"),
                    help="share of training pairs placed at the times sampling evaluates (T, T/2, T/4)")
     p.add_argument("--seed", default=0, type=int)
