@@ -4,14 +4,15 @@ from __future__ import annotations
 import argparse
 
 
-def positive_int(option: str, minimum: int = 1, multiple: int = 1):
+def positive_int(option: str, minimum: int = 1, multiple: int = 1, maximum: int | None = None):
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{option} {text!r}: give a whole number") from None
-        if value < minimum or value % multiple:
+        if value < minimum or value % multiple or (maximum is not None and value > maximum):
             extra = f" and a multiple of {multiple}" if multiple > 1 else ""
+            extra += f" and at most {maximum}" if maximum is not None else ""
             raise argparse.ArgumentTypeError(f"{option} {value}: must be at least {minimum}{extra}")
         return value
 

@@ -10,32 +10,13 @@ import av
 from streamrestore.backends.registry import BACKEND_NAMES, create_backend
 from streamrestore.errors import UserError
 from streamrestore.io import check_output, open_sink, open_source
+from streamrestore.options import positive_int
 from streamrestore.pipeline import run_pipeline
 from streamrestore.profiles import add_live_arguments, apply_profile, live_source_options, open_output
 from streamrestore.report import LatencyReport
 from streamrestore.tasks import check_task
 
 CRF_MAX = {"libx264": 51, "libx265": 51}  # other encoders (vp9, av1) take 0-63
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is too small; use 1 or more")
-    return value
-
-
-def _crf(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 0 <= value <= 63:
-        raise argparse.ArgumentTypeError(f"{value} is out of range; use 0 (lossless) to 51 (x264) or 63")
-    return value
 
 
 def add_parser(subparsers, name: str) -> None:
@@ -45,16 +26,16 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--task", required=True, help="derain, denoise, deblur, lowlight, or passthrough (identity)")
     p.add_argument("-o", "--output", metavar="OUTPUT",
                    help="video file (.mp4, .mkv, ...), image file, folder (PNG), folder/*.jpg, or rtsp:// URL")
-    p.add_argument("--steps", type=_at_least_one, default=1, help="sampling steps (default 1)")
+    p.add_argument("--steps", type=positive_int("--steps"), default=1, help="sampling steps (default 1)")
     p.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--batch", type=_at_least_one, help="frames per model call (default 1: lowest latency)")
+    p.add_argument("--batch", type=positive_int("--batch"), help="frames per model call (default 1: lowest latency)")
     p.add_argument("--noise", choices=("fixed", "fresh", "zero"),
                    help="sampling noise: fixed per stream, fresh per frame, or zero (default: the policy the "
                         "model card recommends, measured to flicker least)")
     p.add_argument("--weights", help="checkpoint file instead of the task's shipped one")
     p.add_argument("--codec", help="video encoder (default libx264; libvpx-vp9 for .webm)")
-    p.add_argument("--crf", type=_crf, help="encoder quality, 0 = lossless (default: the encoder's)")
+    p.add_argument("--crf", type=positive_int("--crf", minimum=0, maximum=63), help="encoder quality, 0 = lossless (default: the encoder's)")
     p.add_argument("--report", metavar="JSON", help="write per-frame latencies and the summary as JSON")
     p.add_argument("--csv", metavar="CSV", help="write per-frame latencies as CSV")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
