@@ -88,7 +88,9 @@ def train(config: TrainConfig, pairs, out: str | Path, resume: bool = False, car
     card = dict(card or {})
     if init_weights:  # e.g. a second round of nonlinear fitting from a finished checkpoint
         model.network.load_state_dict(load_model(init_weights).network.state_dict())
-        card["initialised_from"] = {"weights": Path(init_weights).name, "training": read_card(init_weights).get("training")}
+        earlier = read_card(init_weights)  # keep the whole chain of rounds in the card
+        card["initialised_from"] = {"weights": Path(init_weights).name, "training": earlier.get("training"),
+                                    "initialised_from": earlier.get("initialised_from")}
     perceptual = VGG16Perceptual(config.perceptual_weights).to(config.device) if config.perceptual_weights else fft_amplitude_l1
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     log = {"stage_index": 0, "iteration": 0, "curve": [], "seconds": 0.0}
