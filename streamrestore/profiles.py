@@ -54,9 +54,10 @@ def apply_profile(args) -> None:
 
 def live_source_options(args, spec: str, policy: str | None = None, reconnect: str | None = None) -> dict:
     """Keyword options for `streamrestore.io.open_source(spec, ...)`; {} unless spec is rtsp://."""
-    from streamrestore.io.rtsp import ReconnectPolicy, is_rtsp_url
+    from streamrestore.io import is_live
+    from streamrestore.io.rtsp import ReconnectPolicy
 
-    if not is_rtsp_url(spec):
+    if not is_live(spec):
         return {}
     return {"policy": policy or args.live_policy, "transport": args.rtsp_transport,
             "reconnect": ReconnectPolicy.parse(reconnect if reconnect is not None else args.reconnect),
@@ -65,8 +66,9 @@ def live_source_options(args, spec: str, policy: str | None = None, reconnect: s
 
 def open_output(open_one, path: str, info, segment_time: float | None):
     """`open_one(path, info)`, or segments of it when `segment_time` is set for a file OUTPUT."""
-    from streamrestore.io.rtsp import SegmentedSink, is_rtsp_url
+    from streamrestore.io import is_live
+    from streamrestore.io.rtsp import SegmentedSink
 
-    if segment_time is None or is_rtsp_url(path):
+    if segment_time is None or is_live(path):
         return open_one(path, info)
     return SegmentedSink(path, info, segment_time, open_segment=open_one)

@@ -45,7 +45,7 @@ def open_sink(spec: str, info: StreamInfo, *, source: str | None = None, codec: 
     (PNG files), `folder/*.jpg` (files in another format), `rtsp://...` (live).
     """
     if is_live(spec):
-        return _live_module().rtsp_sink(spec, info, **live_options)
+        return _live_module().open_sink(spec, info, codec=codec, **live_options)
     folder, suffix = image_folder_target(spec, info)
     if folder is not None:
         return ImageSink(folder, single=False, suffix=suffix)

@@ -38,10 +38,6 @@ LIVE_POLICIES = ("latest", "all")
 TRANSPORTS = ("tcp", "udp")
 
 
-def is_rtsp_url(text: str) -> bool:
-    return text.lower().startswith(("rtsp://", "rtsps://"))
-
-
 @dataclass(frozen=True)
 class ReconnectPolicy:
     """Exponential backoff: attempt n waits first_delay * 2**(n-1), capped; attempts=None is forever."""
@@ -413,11 +409,6 @@ class SegmentedSink:
         if self._sink is not None:
             self._sink.abort()
             self._sink = None
-
-
-def open_source(url: str, **live_options) -> RtspSource:
-    """`streamrestore.io.open_source` for rtsp:// INPUTs (options: see RtspSource)."""
-    return RtspSource(url, **live_options)
 
 
 def open_sink(url: str, info: StreamInfo, *, codec: str | None = None, **live_options) -> H264Sink:
