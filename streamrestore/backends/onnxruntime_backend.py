@@ -24,7 +24,7 @@ from streamrestore.checkpoint import load_model, read_card, recommended_noise
 from streamrestore.errors import UserError
 from streamrestore.export import OPSET, OUTPUT, export_onnx, noise_shape
 from streamrestore.sampler import NoisePolicy
-from streamrestore.tasks import check_task, default_weights
+from streamrestore.tasks import default_weights
 
 log = logging.getLogger("streamrestore")
 GPU_INSTALL = "pip install 'streamrestore[gpu]' (onnxruntime-gpu in place of onnxruntime)"
@@ -106,9 +106,6 @@ class OnnxRuntimeBackend:
 
     def __init__(self, task: str, device: str = "auto", steps: int = 1, noise: str | None = None,
                  weights: str | None = None, fp16: bool | None = None, seed: int = 0):
-        check_task(task)
-        if steps < 1:
-            raise UserError(f"--steps {steps}: must be 1 or more")
         ort = _import_ort()
         self.device = resolve_device(device)
         self.precision = "fp16" if (self.device == "cuda" if fp16 is None else fp16) else "fp32"

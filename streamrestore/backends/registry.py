@@ -34,9 +34,15 @@ class BackendUnavailable(UserError):
 
 def create_backend(task: str, *, backend: str = "auto", device: str = "auto", steps: int = 1,
                    noise: str | None = None, weights: str | None = None, fp16: bool | None = None) -> Backend:
-    """Build the backend that restores frames of `task` (N,H,W,3 uint8 RGB -> same)."""
-    if task == "passthrough":
+    """Build the backend that restores frames of `task` (N,H,W,3 uint8 RGB -> same).
+
+    Task and step count are checked here, once, for every backend."""
+    from streamrestore.tasks import check_task
+
+    if check_task(task) == "passthrough":
         return PassthroughBackend()
+    if steps < 1:
+        raise UserError(f"--steps {steps}: must be 1 or more")
     if backend not in BACKEND_NAMES:
         raise UserError(f"--backend {backend!r} is not known; use one of {', '.join(BACKEND_NAMES)}")
     kwargs = dict(task=task, steps=steps, noise=noise, weights=weights, fp16=fp16)

@@ -20,10 +20,9 @@ from streamrestore.backends.base import Done
 from streamrestore.backends.onnxruntime_backend import NoiseFeed, cached_onnx, describe
 from streamrestore.backends.registry import BackendUnavailable
 from streamrestore.checkpoint import load_model, recommended_noise
-from streamrestore.errors import UserError
 from streamrestore.export import OUTPUT, noise_shape
 from streamrestore.sampler import NoisePolicy
-from streamrestore.tasks import check_task, default_weights
+from streamrestore.tasks import default_weights
 
 INSTALL = "pip install 'streamrestore[gpu]' (tensorrt>=10 on a machine with an NVIDIA GPU)"
 
@@ -82,11 +81,8 @@ class TensorRTBackend:
 
     def __init__(self, task: str, device: str = "auto", steps: int = 1, noise: str | None = None,
                  weights: str | None = None, fp16: bool | None = None, seed: int = 0):
-        check_task(task)
         if device == "cpu":
             raise BackendUnavailable("--backend tensorrt needs --device cuda (or auto) and an NVIDIA GPU")
-        if steps < 1:
-            raise UserError(f"--steps {steps}: must be 1 or more")
         self.trt = import_tensorrt()
         self.precision = "fp32" if fp16 is False else "fp16"
         path = Path(weights or default_weights(task, "cuda"))

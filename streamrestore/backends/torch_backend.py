@@ -17,7 +17,7 @@ from streamrestore.backends.base import Done
 from streamrestore.checkpoint import load_model, read_card, recommended_noise
 from streamrestore.errors import UserError
 from streamrestore.sampler import NoisePolicy, sample
-from streamrestore.tasks import check_task, default_weights
+from streamrestore.tasks import default_weights
 
 
 def resolve_device(device: str) -> str:
@@ -54,9 +54,6 @@ class TorchBackend:
 
     def __init__(self, task: str, device: str = "auto", steps: int = 1, noise: str | None = None,
                  weights: str | None = None, fp16: bool | None = None, seed: int = 0):
-        check_task(task)
-        if steps < 1:
-            raise UserError(f"--steps {steps}: must be 1 or more")
         self.device = resolve_device(device)
         if fp16 and self.device == "cpu":
             raise UserError("--fp16 needs --device cuda; on the CPU the torch backend runs FP32")
