@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from streamrestore.sampler import sample, sampling_times
 from streamrestore.sde import mean_reverting_marginal
 
 STAGES = ("linear", "nonlinear")
@@ -86,3 +87,19 @@ def irc_m_loss(model, lq: torch.Tensor, hq: torch.Tensor, stage: str, n: torch.T
     l_ct = F.l1_loss(student, target)
     l_og = F.l1_loss(student, hq) + lambda_perc * perceptual(student, hq)
     return l_ct + lambda_og * l_og, {"ct": l_ct.item(), "og": l_og.item()}
+
+
+def two_step_loss(model, lq: torch.Tensor, hq: torch.Tensor, noises: list[torch.Tensor],
+                  perceptual=fft_amplitude_l1, lambda_perc: float = 0.125) -> torch.Tensor:
+    """L_OG of the 2-step output of Algorithm 3, the first step held fixed (no gradient through it).
+
+    Not part of IR-CM. Consistency training builds x_{T/2} from the true origin HQ, but 2-step sampling
+    builds it from the model's own 1-step estimate (and, under the `zero` noise policy, with z = 0);
+    this term trains the second step on what it will actually be given. noises: [z_1, z_2] as in `sample`.
+    """
+    schedule = model.schedule
+    with torch.no_grad():
+        first = sample(model, schedule, lq, noises[:1])
+    t = torch.full((lq.shape[0],), sampling_times(schedule.T, 2)[1], dtype=torch.long, device=lq.device)
+    second = model(mean_reverting_marginal(schedule, first, lq, t, noises[1]), lq, t)
+    return F.l1_loss(second, hq) + lambda_perc * perceptual(second, hq)

@@ -41,14 +41,14 @@ def fraction(option: str):
     return parse
 
 
-def positive_float(option: str):
+def positive_float(option: str, zero_ok: bool = False):
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{option} {text!r}: give a positive number") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{option} {value}: must be greater than 0")
+            raise argparse.ArgumentTypeError(f"{option} {text!r}: give a {'non-negative' if zero_ok else 'positive'} number") from None
+        if not (value >= 0 if zero_ok else value > 0) or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{option} {value}: must be {'0 or more' if zero_ok else 'greater than 0'}")
         return value
 
     return parse

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from streamrestore.checkpoint import load_model, read_card, save_model
 from streamrestore.consistency import ConsistencyModel
-from streamrestore.losses import VGG16Perceptual, fft_amplitude_l1, irc_m_loss
+from streamrestore.losses import VGG16Perceptual, fft_amplitude_l1, irc_m_loss, two_step_loss
 from streamrestore.network import SIZES, ConditionalNAFUNet, count_parameters, macs_per_pixel
 from streamrestore.sampler import sampling_times
 from streamrestore.sde import MeanRevertingSchedule
@@ -40,6 +40,7 @@ class TrainConfig:
     lambda_og: float = 0.8
     lambda_perc: float = 0.125
     sampling_time_fraction: float = 0.4  # share of pairs with t_{n+1} at a time Algorithm 3 evaluates
+    two_step_weight: float = 0.0  # weight of losses.two_step_loss in nonlinear fitting (0: the paper's loss only)
     seed: int = 0
     device: str = "cpu"
     warmup: int = 100  # iterations of linear learning-rate warm-up
@@ -55,6 +56,13 @@ def sample_pair_index(batch: int, T: int, fraction: float, generator: torch.Gene
     times = torch.tensor(sampling_times(T, 3)) - 1
     at_sampling_time = torch.rand(batch, generator=generator) < fraction
     return torch.where(at_sampling_time, times[torch.randint(len(times), (batch,), generator=generator)], n)
+
+
+def sampling_noises(like: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
+    """[z_1, z_2] for a 2-step sample: Gaussian for half the batch, zero for the other half, so
+    training covers the `fixed`/`fresh` noise policies and the `zero` one."""
+    gaussian = (torch.rand(like.shape[0], 1, 1, 1, generator=generator) < 0.5).float()
+    return [(torch.randn(like.shape, generator=generator) * gaussian).to(like.device) for _ in range(2)]
 
 
 def cnn_baseline_loss(model: ConsistencyModel, lq: torch.Tensor, hq: torch.Tensor):
@@ -139,6 +147,10 @@ def training_step(model, optimiser, pairs, config: TrainConfig, stage: str, gene
         n = sample_pair_index(lq.shape[0], model.schedule.T, config.sampling_time_fraction, generator).to(config.device)
         z = torch.randn(lq.shape, generator=generator).to(config.device)
         loss, parts = irc_m_loss(model, lq, hq, stage, n, z, perceptual, config.lambda_og, config.lambda_perc)
+        if stage == "nonlinear" and config.two_step_weight > 0:
+            l_two = two_step_loss(model, lq, hq, sampling_noises(lq, generator), perceptual, config.lambda_perc)
+            loss = loss + config.two_step_weight * l_two
+            parts["two_step"] = l_two.item()
     optimiser.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

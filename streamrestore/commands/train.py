@@ -29,6 +29,9 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--lr", default=1e-3, type=positive_float("--lr"))
     p.add_argument("--sampling-time-fraction", default=0.4, type=fraction("--sampling-time-fraction"),
                    help="share of training pairs placed at the times sampling evaluates (T, T/2, T/4)")
+    p.add_argument("--two-step-weight", default=0.0, type=positive_float("--two-step-weight", zero_ok=True),
+                   help="in nonlinear fitting, also train on the 2-step sampler's own output with this weight "
+                        "(not in the paper; 0 keeps the paper's loss)")
     p.add_argument("--seed", default=0, type=int)
     p.add_argument("--holdout-every", default=6, type=positive_int("--holdout-every", minimum=0),
                    help="hold out every N-th image of --data (sorted by name) for eval; 0 holds none out")
@@ -69,7 +72,7 @@ def main(args) -> int:
         data = {"kind": "paired lq/gt", "folder": str(args.paired), "pairs": len(pair_list)}
     config = TrainConfig(task=args.task, size=args.size, stages=STAGE_CHOICES[args.stage], iters=args.iters,
                          batch=args.batch, patch=args.patch, lr=args.lr, seed=args.seed, device=args.device,
-                         sampling_time_fraction=args.sampling_time_fraction,
+                         sampling_time_fraction=args.sampling_time_fraction, two_step_weight=args.two_step_weight,
                          perceptual_weights=args.perceptual_weights)
     card = {"date": datetime.date.today().isoformat(), "data": data,
             "kind": "cnn-baseline" if args.stage == "baseline" else "ir-cm"}
