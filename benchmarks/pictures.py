@@ -47,16 +47,6 @@ def save(path: Path, rgb: np.ndarray) -> None:
     Image.fromarray(rgb).quantize(256).save(path, optimize=True)
 
 
-def shipped(task: str, size: str) -> bool:
-    from streamrestore.errors import UserError
-    from streamrestore.tasks import shipped_weights
-
-    try:
-        return shipped_weights(task, size).is_file()
-    except UserError:
-        return False
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/clean"))
@@ -71,11 +61,9 @@ def main(argv=None) -> int:
         [np.concatenate([label(clean, "clean"), label(degrade(t, clean), t)], 1) for t in TASKS], 0))
     for task in TASKS:
         lq = degrade(task, clean)
-        panels = [label(lq, "input"), label(Restorer(task, steps=1, device="cpu", backend="torch", size="small")(lq),
-                                            "IR-CM small")]
-        if shipped(task, "base"):
-            panels.append(label(Restorer(task, steps=1, device="cpu", backend="torch", size="base")(lq), "IR-CM base"))
-        save(out / f"before-after-{task}.png", np.concatenate([*panels, label(clean, "clean")], 1))
+        restored = Restorer(task, steps=1, device="cpu", backend="torch")(lq)
+        save(out / f"before-after-{task}.png",
+             np.concatenate([label(lq, "input"), label(restored, "IR-CM 1-step"), label(clean, "clean")], 1))
     return 0
 
 
