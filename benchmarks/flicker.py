@@ -83,7 +83,6 @@ def main(argv=None) -> int:
     p.add_argument("--steps", nargs="+", type=int, default=[1, 2])
     p.add_argument("--frames", type=int, default=40)
     p.add_argument("--scale", type=float, default=0.5)
-    p.add_argument("--size", default="small", choices=("small", "base"), help="which shipped checkpoints")
     p.add_argument("--out", default="benchmarks/results/flicker")
     p.add_argument("--write-cards", action="store_true",
                    help="store the figures and the chosen default noise policy in each shipped model card")
@@ -91,28 +90,20 @@ def main(argv=None) -> int:
     if not Path(args.clip).is_file():
         print(f"flicker.py: error: --clip {args.clip}: no such file; pass a clean video clip", file=sys.stderr)
         return 2
-    from streamrestore.errors import UserError
-    from streamrestore.tasks import shipped_weights
-
-    try:
-        weights = {task: shipped_weights(task, args.size) for task in args.tasks}
-    except UserError as error:
-        print(f"flicker.py: error: {error}", file=sys.stderr)
-        return 2
     clean = read_clip(args.clip, args.frames, args.scale)
     results = {"clip": Path(args.clip).name, "frames": len(clean), "size": list(clean[0].shape[:2][::-1]), "tasks": {}}
     lines = ["| task | steps | clean | input | " + " | ".join(f"{p} flicker / Y-PSNR" for p in NOISE_POLICIES) + " |",
              "|---|---|---|---|" + "---|" * len(NOISE_POLICIES)]
     for task in args.tasks:
         for steps in args.steps:
-            rows = measure(task, clean, steps, NOISE_POLICIES, weights[task])
+            rows = measure(task, clean, steps, NOISE_POLICIES)
             results["tasks"].setdefault(task, {})[str(steps)] = rows
             cells = " | ".join(f"{rows[p]['flicker']:.2f} / {rows[p]['psnr_y']:.2f}" for p in NOISE_POLICIES)
             lines.append(f"| {task} | {steps} | {rows['clean']['flicker']:.2f} | "
                          f"{rows['degraded input']['flicker']:.2f} / {rows['degraded input']['psnr_y']:.2f} | {cells} |")
             print(lines[-1], flush=True)
         if args.write_cards:
-            write_recommendation(task, results["tasks"][task], f"{results['clip']} ({len(clean)} frames)", args.size)
+            write_recommendation(task, results["tasks"][task], f"{results['clip']} ({len(clean)} frames)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
