@@ -28,31 +28,16 @@ def to_tensor(batch: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(batch).transpose(0, 3, 1, 2).copy())
 
 
-def detail(patch: np.ndarray) -> float:
-    """Mean absolute Laplacian of the luma of a float RGB patch: how much edge and texture it holds."""
-    luma = cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY)
-    return float(np.abs(cv2.Laplacian(luma, cv2.CV_32F)).mean())
-
-
 class SyntheticPairs:
-    """(lq, hq) batches: clean patches at a random scale (0.35-1.0), degraded by the task's train sampler.
+    """(lq, hq) batches: clean patches at a random scale (0.35-1.0), degraded by the task's train sampler."""
 
-    detail_picks k > 1: each patch is the most detailed (largest mean |Laplacian|) of k random crops, so
-    fewer training pairs are flat sky or bokeh where restoration has nothing to learn.
-    """
-
-    def __init__(self, files, task: str, patch: int, seed: int = 0, detail_picks: int = 1):
+    def __init__(self, files, task: str, patch: int, seed: int = 0):
         self.images = [read_rgb8(f) for f in files]
         self.degrade = TRAIN_SAMPLERS[task]
         self.patch = patch
-        self.detail_picks = detail_picks
         self.rng = np.random.default_rng(seed)
 
     def _clean_patch(self) -> np.ndarray:
-        crops = [self._random_patch() for _ in range(self.detail_picks)]
-        return max(crops, key=detail) if len(crops) > 1 else crops[0]
-
-    def _random_patch(self) -> np.ndarray:
         image = self.images[int(self.rng.integers(len(self.images)))]
         side = self.patch + 2 * MARGIN
         scale = self.rng.uniform(0.35, 1.0)

@@ -111,7 +111,6 @@ def test_train_and_eval_refuse_bad_data(tmp_path, case, run_main):
     (["--lr", "-1"], "--lr"),
     (["--sampling-time-fraction", "1.5"], "--sampling-time-fraction"),
     (["--two-step-weight", "-0.5"], "--two-step-weight"),
-    (["--detail-picks", "0"], "--detail-picks"),
 ])
 def test_train_refuses_bad_options(photos, tmp_path, args, needle, run_main):
     base = {"--task": "derain", "--data": str(photos), "--out": str(tmp_path / "w.safetensors")}

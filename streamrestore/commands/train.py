@@ -32,8 +32,6 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--two-step-weight", default=0.0, type=positive_float("--two-step-weight", zero_ok=True),
                    help="in nonlinear fitting, also train on the 2-step sampler's own output with this weight "
                         "(not in the paper; 0 keeps the paper's loss)")
-    p.add_argument("--detail-picks", default=1, type=positive_int("--detail-picks", maximum=16),
-                   help="with --data: keep the most detailed of this many random crops for each patch (default 1)")
     p.add_argument("--seed", default=0, type=int)
     p.add_argument("--holdout-every", default=6, type=positive_int("--holdout-every", minimum=0),
                    help="hold out every N-th image of --data (sorted by name) for eval; 0 holds none out")
@@ -64,9 +62,8 @@ def main(args) -> int:
         raise UserError(f"--init {args.init}: no such file")
     if args.data:
         files, held = split_holdout(list_images(args.data), args.holdout_every)
-        pairs = SyntheticPairs(files, args.task, args.patch, args.seed, args.detail_picks)
+        pairs = SyntheticPairs(files, args.task, args.patch, args.seed)
         data = {"kind": "synthetic degradations of clean photographs", "folder": str(args.data),
-                "detail_picks": args.detail_picks,
                 "images": [f.name for f in files], "held_out": [f.name for f in held],
                 "degradation": f"streamrestore.degradations.TRAIN_SAMPLERS[{args.task!r}]"}
     else:
