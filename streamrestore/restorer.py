@@ -10,17 +10,12 @@ class Restorer:
     """r = Restorer(task="derain", steps=1, device="cpu"); out = r(frame).
 
     frame: (H, W, 3) or (N, H, W, 3) uint8 RGB of any size; out has the same shape and dtype.
-    weights: a checkpoint path, or size: "small" | "base" for a shipped one (default: base on CUDA where
-    shipped, otherwise small). noise: fixed | fresh | zero (default: what the checkpoint's model card recommends).
+    weights: a checkpoint path (default: the shipped one for `task`). noise: fixed | fresh | zero (default: what the checkpoint's model card recommends).
     backend: torch | onnxruntime | tensorrt | auto.
     """
 
     def __init__(self, task: str = "derain", steps: int = 1, device: str = "cpu", weights: str | None = None,
-                 noise: str | None = None, backend: str = "torch", fp16: bool | None = None, size: str | None = None):
-        from streamrestore.tasks import chosen_weights
-
-        if task != "passthrough":
-            weights = chosen_weights(task, weights, size)
+                 noise: str | None = None, backend: str = "torch", fp16: bool | None = None):
         self.backend = create_backend(task, backend=backend, device=device, steps=steps, noise=noise,
                                       weights=weights, fp16=fp16)
 

@@ -7,8 +7,7 @@ from pathlib import Path
 from streamrestore.degradations import TASKS
 from streamrestore.errors import UserError
 
-RUN_TASKS = TASKS + ("passthrough",)
-SIZES = ("small", "base")  # the network sizes a task may ship (network.SIZES)  # passthrough: the identity model, to measure the pipeline alone
+RUN_TASKS = TASKS + ("passthrough",)  # passthrough: the identity model, to measure the pipeline alone
 
 
 def check_task(task: str, option: str = "--task") -> str:
@@ -36,15 +35,3 @@ def default_weights(task: str, device: str) -> Path:
         except UserError:
             pass
     return shipped_weights(task, "small")
-
-
-def chosen_weights(task: str, weights: str | None, size: str | None) -> str | None:
-    """--weights FILE, or the shipped checkpoint of --size, or None (the backend picks: default_weights)."""
-    if weights and size:
-        raise UserError(f"--weights {weights} and --size {size} both choose a checkpoint; give one of them")
-    return str(shipped_weights(task, size)) if size else weights
-
-
-def baseline_weights(task: str, size: str = "small") -> Path:
-    """The shipped CNN-baseline trained at the same size as the IR-CM checkpoint."""
-    return shipped_weights(task, kind="cnn-baseline" if size == "small" else f"{size}-cnn-baseline")

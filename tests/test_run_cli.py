@@ -73,15 +73,6 @@ def test_bad_options_are_one_line(tmp_path, option, value, needle):
     assert not (tmp_path / "out.mp4").exists()
 
 
-def test_checkpoint_choice_is_one_line_when_it_cannot_be_met(tmp_path):
-    """--size names a shipped checkpoint: one that was not shipped, or --size with --weights, is refused."""
-    src = make_clip(tmp_path / "in.mp4", frames=2, audio=False)
-    out = tmp_path / "out.mp4"
-    _one_line_error(run(src, "--task", "lowlight", "--size", "base", "-o", out), "lowlight-base.safetensors")
-    _one_line_error(run(src, "--task", "denoise", "--size", "small", "--weights", "w.safetensors", "-o", out), "--size")
-    assert not out.exists()
-
-
 def test_missing_and_non_video_inputs(tmp_path):
     _one_line_error(run(tmp_path / "missing.mp4", "--task", "passthrough", "-o", tmp_path / "o.mp4"), "missing.mp4")
     text = tmp_path / "notes.mkv"

@@ -7,7 +7,6 @@ from pathlib import Path
 from streamrestore.degradations import TASKS
 from streamrestore.errors import UserError
 from streamrestore.options import choice, positive_int
-from streamrestore.tasks import SIZES
 
 
 def add_parser(subparsers, name: str) -> None:
@@ -21,8 +20,6 @@ def add_parser(subparsers, name: str) -> None:
     source.add_argument("--paired", help="folder with lq/ and gt/ subfolders of matching file names")
     p.add_argument("--steps", nargs="+", default=[1, 2], type=positive_int("--steps"))
     p.add_argument("--weights", help="IR-CM checkpoint (default: the shipped one for --task)")
-    p.add_argument("--size", type=choice("--size", SIZES), default="small",
-                   help="which shipped checkpoints (IR-CM and CNN-baseline) to measure when --weights is not given")
     p.add_argument("--baseline-weights", help="CNN-baseline checkpoint (default: the shipped one, when present)")
     p.add_argument("--split", default="all", type=choice("--split", ("all", "heldout")),
                    help="heldout: only the images train held out of --data (every --holdout-every-th by name)")
@@ -60,7 +57,7 @@ def _write_card(args, images: list[str], rows: dict) -> None:
     from streamrestore.checkpoint import atomic_write_bytes, card_path, read_card
     from streamrestore.tasks import shipped_weights
 
-    weights = Path(args.weights) if args.weights else shipped_weights(args.task, args.size)
+    weights = Path(args.weights) if args.weights else shipped_weights(args.task)
     card = read_card(weights)
     card["eval"] = {"command": "streamrestore eval " + " ".join(sys.argv[2:]), "split": args.split,
                     "max_side": args.max_side, "images": images, "rows": rows}
@@ -70,21 +67,20 @@ def _write_card(args, images: list[str], rows: dict) -> None:
 def main(args) -> int:
     from streamrestore.evaluation import evaluate
     from streamrestore.restorer import Restorer
-    from streamrestore.tasks import baseline_weights, shipped_weights
+    from streamrestore.tasks import shipped_weights
 
-    weights = args.weights or shipped_weights(args.task, args.size)
     pairs = load_eval_pairs(args)
     models = {}
     baseline = args.baseline_weights
     if baseline is None:
         try:
-            baseline = baseline_weights(args.task, args.size)
+            baseline = shipped_weights(args.task, kind="cnn-baseline")
         except UserError:
             baseline = None
     if baseline is not None:
         models["CNN-baseline"] = Restorer(args.task, steps=1, device=args.device, weights=baseline, noise="zero")
     for steps in args.steps:
-        models[f"IR-CM {steps}-step"] = Restorer(args.task, steps=steps, device=args.device, weights=weights,
+        models[f"IR-CM {steps}-step"] = Restorer(args.task, steps=steps, device=args.device, weights=args.weights,
                                                  noise=args.noise)
     rows = evaluate(args.task, pairs, models)
     if args.write_card:

@@ -16,7 +16,7 @@ from streamrestore.errors import UserError
 from streamrestore.export import OPSET, export_onnx, noise_shape
 from streamrestore.options import choice, positive_int
 from streamrestore.sampler import NoisePolicy
-from streamrestore.tasks import SIZES, check_task, chosen_weights, default_weights
+from streamrestore.tasks import check_task, default_weights
 
 FORMATS = ("onnx", "tensorrt")
 NOISE_CHOICES = ("input", "fixed", "zero")
@@ -38,8 +38,6 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--noise", type=choice("--noise", NOISE_CHOICES), default="input",
                    help="input (default): noise is a graph input; fixed or zero: baked in (needs --height/--width)")
     p.add_argument("--weights", help="checkpoint file instead of the task's shipped one")
-    p.add_argument("--size", type=choice("--size", SIZES),
-                   help="which shipped checkpoint (default: base for TensorRT where shipped, otherwise small)")
     p.set_defaults(handler=main)
 
 
@@ -77,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
         from streamrestore.backends.tensorrt_backend import import_tensorrt
 
         trt = import_tensorrt("--format tensorrt")  # before any work: a missing runtime is one line
-    weights = Path(chosen_weights(args.task, args.weights, args.size) or default_weights(args.task, "cuda" if trt else "cpu"))
+    weights = Path(args.weights or default_weights(args.task, "cuda" if trt else "cpu"))
     model = load_model(weights, "cpu")
     output = Path(args.output)
     onnx_path = output.with_suffix(".onnx") if trt else output

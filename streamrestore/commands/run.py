@@ -14,7 +14,7 @@ from streamrestore.options import positive_int
 from streamrestore.pipeline import run_pipeline
 from streamrestore.profiles import add_live_arguments, apply_profile, live_source_options, open_output
 from streamrestore.report import LatencyReport
-from streamrestore.tasks import SIZES, check_task, chosen_weights
+from streamrestore.tasks import check_task
 
 CRF_MAX = {"libx264": 51, "libx265": 51}  # other encoders (vp9, av1) take 0-63
 
@@ -34,8 +34,6 @@ def add_parser(subparsers, name: str) -> None:
                    help="sampling noise: fixed per stream, fresh per frame, or zero (default: the policy the "
                         "model card recommends, measured to flicker least)")
     p.add_argument("--weights", help="checkpoint file instead of the task's shipped one")
-    p.add_argument("--size", choices=SIZES, help="which shipped checkpoint: small (fast) or base (where shipped; "
-                                                  "default: base on CUDA where shipped, otherwise small)")
     p.add_argument("--codec", help="video encoder (default libx264; libvpx-vp9 for .webm)")
     p.add_argument("--crf", type=positive_int("--crf", minimum=0, maximum=63), help="encoder quality, 0 = lossless (default: the encoder's)")
     p.add_argument("--report", metavar="JSON", help="write per-frame latencies and the summary as JSON")
@@ -62,8 +60,7 @@ def check_codec(name: str | None, crf: int | None) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if check_task(args.task) != "passthrough":
-        args.weights = chosen_weights(args.task, args.weights, args.size)
+    check_task(args.task)
     check_codec(args.codec, args.crf)
     apply_profile(args)
     if args.streams:
