@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def positive_int(option: str, minimum: int = 1, multiple: int = 1, maximum: int | None = None):
@@ -47,8 +48,8 @@ def positive_float(option: str, zero_ok: bool = False):
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{option} {text!r}: give a {'non-negative' if zero_ok else 'positive'} number") from None
-        if not (value >= 0 if zero_ok else value > 0) or value != value or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"{option} {value}: must be {'0 or more' if zero_ok else 'greater than 0'}")
+        if not math.isfinite(value) or not (value >= 0 if zero_ok else value > 0):
+            raise argparse.ArgumentTypeError(f"{option} {value}: must be finite and {'0 or more' if zero_ok else 'greater than 0'}")
         return value
 
     return parse
