@@ -65,5 +65,7 @@ def read_card(path: str | Path) -> dict:
 
 
 def recommended_noise(path: str | Path) -> str:
-    """The noise policy the model card recommends (measured by benchmarks/flicker.py), else "fixed"."""
-    return read_card(path).get("noise_policy", {}).get("default", "fixed")
+    """The noise policy the model card recommends (measured by benchmarks/flicker.py); else "zero" for a
+    CNN-baseline (trained on x_T = LQ, i.e. no noise) and "fixed" for IR-CM."""
+    card = read_card(path)
+    return card.get("noise_policy", {}).get("default", "zero" if card.get("kind") == "cnn-baseline" else "fixed")

@@ -12,6 +12,13 @@ from streamrestore.metrics import psnr_y
 from streamrestore.tasks import shipped_weights
 
 
+def _degraded_sample_frame(task):
+    """(clean, degraded) uint8: a frame of the built-in sample scene and the task's evaluation degradation."""
+    clean = SampleClip(task, frames=1, width=192, height=128)._clean(3)
+    degraded = (EVAL_SAMPLERS[task](clean.astype(np.float32) / 255, np.random.default_rng(1)) * 255 + 0.5).astype(np.uint8)
+    return clean, degraded
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_every_task_ships_small_weights_with_a_model_card(task):
     path = shipped_weights(task)
@@ -29,8 +36,18 @@ def test_every_task_ships_small_weights_with_a_model_card(task):
 def test_restorer_out_of_the_box_improves_a_degraded_frame(task):
     """Restorer(task=T) with no weights argument loads the shipped checkpoint and beats its input
     on a frame of the built-in sample scene (never seen in training)."""
-    clean = SampleClip(task, frames=1, width=192, height=128)._clean(3)
-    degraded = (EVAL_SAMPLERS[task](clean.astype(np.float32) / 255, np.random.default_rng(1)) * 255 + 0.5).astype(np.uint8)
+    clean, degraded = _degraded_sample_frame(task)
     restored = Restorer(task=task, steps=1, device="cpu")(degraded)
     assert restored.shape == degraded.shape and restored.dtype == np.uint8
     assert psnr_y(restored, clean) > psnr_y(degraded, clean)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_shipped_cnn_baseline_runs_as_it_was_trained(task):
+    """The CNN-baseline given as weights samples with no noise by default (it was trained on x_T = LQ)
+    and restores the frame."""
+    clean, degraded = _degraded_sample_frame(task)
+    weights = str(shipped_weights(task, kind="cnn-baseline"))
+    default = Restorer(task=task, steps=1, device="cpu", weights=weights)(degraded)
+    assert np.array_equal(default, Restorer(task=task, steps=1, device="cpu", weights=weights, noise="zero")(degraded))
+    assert psnr_y(default, clean) > psnr_y(degraded, clean)
