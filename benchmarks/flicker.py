@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from streamrestore import Restorer
-from streamrestore.degradations import EVAL_SAMPLERS, TASKS
+from streamrestore.degradations import TASKS, eval_degrade_uint8
 from streamrestore.metrics import psnr_y
 from streamrestore.sampler import NOISE_POLICIES
 
@@ -44,8 +44,7 @@ def mean_abs_step(frames: list[np.ndarray]) -> float:
 
 
 def measure(task: str, clean: list[np.ndarray], steps: int, policies, weights=None) -> dict:
-    degraded = [(EVAL_SAMPLERS[task](c.astype(np.float32) / 255, np.random.default_rng(i)) * 255 + 0.5).astype(np.uint8)
-                for i, c in enumerate(clean)]
+    degraded = [eval_degrade_uint8(task, c, i) for i, c in enumerate(clean)]
     rows = {"clean": {"flicker": round(mean_abs_step(clean), 3)},
             "degraded input": {"flicker": round(mean_abs_step(degraded), 3),
                                "psnr_y": round(float(np.mean([psnr_y(d, c) for d, c in zip(degraded, clean)])), 2)}}

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from streamrestore import Restorer
-from streamrestore.degradations import EVAL_SAMPLERS, TASKS
+from streamrestore.degradations import TASKS, eval_degrade_uint8
 from streamrestore.imagefiles import list_images, read_rgb8, split_holdout
 
 CROP = 192
@@ -30,7 +30,7 @@ def crop_of(path: Path) -> np.ndarray:
 
 
 def degrade(task: str, clean: np.ndarray) -> np.ndarray:
-    return (EVAL_SAMPLERS[task](clean.astype(np.float32) / 255, np.random.default_rng(0)) * 255 + 0.5).astype(np.uint8)
+    return eval_degrade_uint8(task, clean, 0)
 
 
 def label(image: np.ndarray, text: str) -> np.ndarray:

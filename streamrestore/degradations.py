@@ -119,3 +119,8 @@ def eval_lowlight(image, rng):
 TRAIN_SAMPLERS = {"derain": random_rain, "denoise": random_noise, "deblur": random_blur, "lowlight": random_lowlight}
 EVAL_SAMPLERS = {"derain": eval_rain, "denoise": eval_noise, "deblur": eval_blur, "lowlight": eval_lowlight}
 TASKS = tuple(TRAIN_SAMPLERS)
+
+
+def eval_degrade_uint8(task: str, image: np.ndarray, seed: int) -> np.ndarray:
+    """An 8-bit RGB image degraded by the task's evaluation recipe with np.random.default_rng(seed), as 8-bit."""
+    return (EVAL_SAMPLERS[task](image.astype(np.float32) / 255, np.random.default_rng(seed)) * 255 + 0.5).astype(np.uint8)

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from streamrestore.classical import CLASSICAL
-from streamrestore.degradations import EVAL_SAMPLERS
+from streamrestore.degradations import eval_degrade_uint8
 from streamrestore.metrics import psnr_y, ssim_y
 
 
@@ -31,8 +31,7 @@ def synthetic_pairs(images: dict[str, np.ndarray], task: str, seed: int) -> list
     """Each clean image degraded by the task's evaluation sampler with its own seeded generator."""
     pairs = []
     for i, (name, clean) in enumerate(sorted(images.items())):
-        degraded = EVAL_SAMPLERS[task](clean.astype(np.float32) / 255, np.random.default_rng(seed + i))
-        pairs.append(EvalPair(name, (degraded * 255 + 0.5).astype(np.uint8), clean))
+        pairs.append(EvalPair(name, eval_degrade_uint8(task, clean, seed + i), clean))
     return pairs
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from streamrestore import Restorer
 from streamrestore.checkpoint import card_path
-from streamrestore.degradations import EVAL_SAMPLERS, TASKS
+from streamrestore.degradations import TASKS, eval_degrade_uint8
 from streamrestore.io.sample import SampleClip
 from streamrestore.metrics import psnr_y
 from streamrestore.tasks import shipped_weights
@@ -15,8 +15,7 @@ from streamrestore.tasks import shipped_weights
 def _degraded_sample_frame(task):
     """(clean, degraded) uint8: a frame of the built-in sample scene and the task's evaluation degradation."""
     clean = SampleClip(task, frames=1, width=192, height=128)._clean(3)
-    degraded = (EVAL_SAMPLERS[task](clean.astype(np.float32) / 255, np.random.default_rng(1)) * 255 + 0.5).astype(np.uint8)
-    return clean, degraded
+    return clean, eval_degrade_uint8(task, clean, 1)
 
 
 @pytest.mark.parametrize("task", TASKS)

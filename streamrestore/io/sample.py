@@ -13,7 +13,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from streamrestore.degradations import EVAL_SAMPLERS
+from streamrestore.degradations import EVAL_SAMPLERS, eval_degrade_uint8
 from streamrestore.errors import UserError
 from streamrestore.io.base import DecodedFrame, StreamInfo
 
@@ -69,10 +69,8 @@ class SampleClip:
         return image
 
     def __iter__(self) -> Iterator[DecodedFrame]:
-        degrade = EVAL_SAMPLERS[self.task]
         for index in range(self.frame_count):
-            clean = self._clean(index).astype(np.float32) / 255
-            image = (degrade(clean, np.random.default_rng(index)) * 255 + 0.5).astype(np.uint8)
+            image = eval_degrade_uint8(self.task, self._clean(index), index)
             yield DecodedFrame(image, index, pts=index, time_base=self.info.time_base, captured_at=time.monotonic(),
                                duration=1)
 
