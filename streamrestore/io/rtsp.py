@@ -30,6 +30,7 @@ import numpy as np
 
 from streamrestore.errors import UserError
 from streamrestore.io.base import DecodedFrame, FrameSink, StreamInfo
+from streamrestore.io.video import ColourConverter
 
 log = logging.getLogger("streamrestore.rtsp")
 
@@ -78,6 +79,7 @@ class _Session:
         self.blocked = False  # waiting for the consumer ("all" policy): not a stall
         self.reason = "stream ended"
         self.offset: float | None = None  # seconds added to this session's pts
+        self.colour: ColourConverter | None = None  # from the first frame's stream tags
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"rtsp-session {source.url}")
         self.thread.start()
 
@@ -211,7 +213,10 @@ class RtspSource:
 
     def _deliver(self, frame: av.VideoFrame, stream, container, session: _Session) -> None:
         now, wall = time.monotonic(), time.time()
-        image = frame.to_ndarray(format="rgb24")
+        if session.colour is None:
+            cc = stream.codec_context
+            session.colour = ColourConverter(cc.colorspace, cc.color_range, cc.pix_fmt, frame.height)
+        image = session.colour.to_rgb(frame)
         if self.info.width == 0:
             rate = stream.average_rate or stream.guessed_rate
             self.info.width, self.info.height = image.shape[1], image.shape[0]
@@ -316,6 +321,11 @@ class H264Sink:
         self.stream.codec_context.time_base = TIME_BASE
         self.stream.codec_context.gop_size = max(1, round(float(rate) * gop_seconds))
         self.stream.codec_context.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": str(crf)}
+        self._colour = ColourConverter(info.colour.get("colorspace", 2), info.colour.get("color_range", 0),
+                                       "yuv420p", self.stream.height)
+        for key in ("colorspace", "color_range", "color_primaries", "color_trc"):
+            if info.colour.get(key):
+                setattr(self.stream.codec_context, key, info.colour[key])
         self.frames = 0
         self._last_pts: int | None = None
         self._clock: tuple[float, float] | None = None  # (monotonic, seconds) of the first frame
@@ -327,8 +337,7 @@ class H264Sink:
         self._last_pts = pts
         if self.realtime:
             self._pace(pts * float(TIME_BASE))
-        video = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[: self.stream.height, : self.stream.width]),
-                                           format="rgb24")
+        video = self._colour.from_rgb(image[: self.stream.height, : self.stream.width], "yuv420p")
         video.pts, video.time_base = pts, TIME_BASE
         self._mux(self.stream.encode(video))
         self.frames += 1

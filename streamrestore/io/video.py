@@ -3,9 +3,11 @@ time base, the frame rate, sample aspect ratio, colour tags and the audio/subtit
 
 Colour: YCbCr <-> RGB uses the matrix (ITU-R BT.601 / BT.709 / BT.2020 non-constant luminance)
 and range (limited "MPEG" 16-235/240 or full "JPEG" 0-255, scaled for 10-bit) the stream is
-tagged with, through swscale; untagged streams follow FFmpeg's convention (BT.709 from 720 lines
-up, BT.601 below; limited range unless the format is a full-range "yuvj" one). Restored frames are
-8-bit RGB; a 10-bit input is read through swscale and written back in its own 10-bit format.
+tagged with; untagged streams follow FFmpeg's convention (BT.709 from 720 lines up, BT.601 below;
+limited range unless the format is a full-range "yuvj" one). Planar YUV formats (yuv420p,
+yuv422p10le, yuvj444p, ...) are converted by `streamrestore.io.ycbcr` with explicit matrices,
+since libswscale's conversions are biased by up to a level; other formats go through libswscale.
+Restored frames are 8-bit RGB; a 10-bit input is written back in its own 10-bit format.
 """
 from __future__ import annotations
 
@@ -18,31 +20,64 @@ from typing import Iterator
 
 import av
 import numpy as np
+from av.video.reformatter import Interpolation
 
 from streamrestore.errors import UserError
+from streamrestore.io import ycbcr
 from streamrestore.io.base import DecodedFrame, StreamInfo
 
-# AVColorSpace (H.273 MatrixCoefficients) -> swscale matrix name.
+# H.273 MatrixCoefficients -> swscale matrix name, for the formats ycbcr does not convert.
 _SWS_MATRIX = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "ITU601", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
-_AVCOL_RANGE = {"MPEG": 1, "JPEG": 2}
-# swscale interpolation: bilinear chroma upsampling on decode, area (box) chroma downsampling on
-# encode; this pair round-trips 4:2:0 within about 2 levels on natural content.
+_SWS_RANGE = {ycbcr.LIMITED: "MPEG", ycbcr.FULL: "JPEG"}
+# swscale for the other formats: accurate rounding and full chroma interpolation avoid the
+# fast paths' truncation (about -1 level on yuv420p -> rgb24).
 _DECODE_SCALER = "BILINEAR"
 _ENCODE_SCALER = "AREA"
+_SWS_FLAGS = ("ACCURATE_RND", "FULL_CHR_H_INT")
 DEFAULT_CODEC = {".webm": "libvpx-vp9"}  # by output suffix; everything else gets libx264
 MAX_ERRORS_IN_A_ROW = 50  # corrupt packets in a row before decoding gives up
 
 
-def yuv_matrix(colorspace: int, height: int) -> str:
-    """swscale matrix for an AVColorSpace tag; untagged: BT.709 for HD (>= 720 lines), else BT.601."""
-    return _SWS_MATRIX.get(int(colorspace), "ITU709" if height >= 720 else "ITU601")
+def _sws_interpolation(name: str) -> int:
+    """swscale flags: the scaler `name` plus accurate rounding and full chroma interpolation."""
+    flags = Interpolation[name]
+    for flag in _SWS_FLAGS:
+        flags |= Interpolation[flag]
+    return flags
 
 
-def yuv_range(color_range: int, pix_fmt: str | None) -> str:
-    """swscale range name for an AVColorRange tag; untagged: full for "yuvj" formats, else limited."""
-    if int(color_range) in (1, 2):
-        return "MPEG" if int(color_range) == 1 else "JPEG"
-    return "JPEG" if (pix_fmt or "").startswith("yuvj") else "MPEG"
+class ColourConverter:
+    """RGB <-> one stream's YCbCr: explicit matrices for planar YUV (streamrestore.io.ycbcr),
+    libswscale for every other pixel format. Matrix and range come from the stream's tags."""
+
+    def __init__(self, colorspace: int, color_range: int, pix_fmt: str | None, height: int) -> None:
+        self.matrix = ycbcr.matrix_code(colorspace, height)
+        self.range = ycbcr.range_code(color_range, pix_fmt)
+        self._formats: dict[str, ycbcr.YCbCrFormat | None] = {}
+        self._sws = {"colorspace": _SWS_MATRIX[self.matrix], "color_range": _SWS_RANGE[self.range]}
+
+    def _planar(self, pix_fmt: str) -> ycbcr.YCbCrFormat | None:
+        if pix_fmt not in self._formats:
+            planar = ycbcr.is_planar_yuv(pix_fmt)
+            self._formats[pix_fmt] = ycbcr.YCbCrFormat.of(pix_fmt, self.matrix, self.range) if planar else None
+        return self._formats[pix_fmt]
+
+    def to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        """(H, W, 3) uint8 RGB of a decoded frame."""
+        fmt = self._planar(frame.format.name)
+        if fmt is not None:
+            return ycbcr.frame_to_rgb(frame, fmt)
+        return frame.to_ndarray(format="rgb24", interpolation=_sws_interpolation(_DECODE_SCALER),
+                                src_colorspace=self._sws["colorspace"], src_color_range=self._sws["color_range"])
+
+    def from_rgb(self, image: np.ndarray, pix_fmt: str) -> av.VideoFrame:
+        """A frame in `pix_fmt` from an (H, W, 3) uint8 RGB image."""
+        fmt = self._planar(pix_fmt)
+        if fmt is not None:
+            return ycbcr.rgb_to_frame(image, fmt)
+        return av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(
+            format=pix_fmt, interpolation=_sws_interpolation(_ENCODE_SCALER),
+            dst_colorspace=self._sws["colorspace"], dst_color_range=self._sws["color_range"])
 
 
 def _open_input(path: str) -> av.container.InputContainer:
@@ -71,14 +106,13 @@ class VideoFileSource:
             raise UserError(f"{path}: unsupported or unknown pixel format; convert it with ffmpeg first")
         self.skipped = 0
         self.dropped = 0
-        self._convert = {"format": "rgb24", "interpolation": _DECODE_SCALER,
-                         "src_colorspace": yuv_matrix(self.stream.codec_context.colorspace, self.info.height),
-                         "src_color_range": yuv_range(self.stream.codec_context.color_range, self.info.pix_fmt)}
+        cc = self.stream.codec_context
+        self._colour = ColourConverter(cc.colorspace, cc.color_range, self.info.pix_fmt, self.info.height)
 
     def __iter__(self) -> Iterator[DecodedFrame]:
         for index, frame in enumerate(self._decoded()):
             try:
-                image = frame.to_ndarray(**self._convert)
+                image = self._colour.to_rgb(frame)
             except (ValueError, av.FFmpegError) as exc:
                 raise UserError(f"{self.info.name}: pixel format {frame.format.name} cannot be converted "
                                 f"to RGB ({exc}); convert it with ffmpeg first") from None
@@ -177,14 +211,13 @@ class VideoFileSink:
             cc.sample_aspect_ratio = info.sample_aspect_ratio
         if crf is not None:  # x264's crf 0 is lossy above 8 bits; qp 0 is lossless at any depth
             stream.options = {"qp": "0"} if crf == 0 and codec_name == "libx264" else {"crf": str(crf)}
-        self._convert = {"format": stream.pix_fmt, "interpolation": _ENCODE_SCALER,
-                         "dst_colorspace": yuv_matrix(info.colour.get("colorspace", 2), info.height),
-                         "dst_color_range": yuv_range(info.colour.get("color_range", 0), stream.pix_fmt)}
+        self._colour = ColourConverter(info.colour.get("colorspace", 2), info.colour.get("color_range", 0),
+                                       stream.pix_fmt, info.height)
         return stream
 
     def write(self, image: np.ndarray, frame: DecodedFrame) -> None:
         """Encode one (H, W, 3) uint8 RGB image at the pts of `frame` (its index if it has none)."""
-        out = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(**self._convert)
+        out = self._colour.from_rgb(image, self.stream.pix_fmt)
         tb = self.stream.codec_context.time_base
         out.pts = frame.index if frame.pts is None else int(frame.pts * (frame.time_base or tb) / tb)
         if frame.duration:

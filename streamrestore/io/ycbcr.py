@@ -1,0 +1,172 @@
+"""Y'CbCr <-> R'G'B' for planar YUV frames, with explicit matrices instead of libswscale.
+
+Matrix: Y' = Kr R' + (1 - Kr - Kb) G' + Kb B', PB = (B' - Y') / (2 (1 - Kb)), PR = (R' - Y') / (2 (1 - Kr)),
+with Kr, Kb of ITU-T H.273 table 4 (MatrixCoefficients): ITU-R BT.709 (1), FCC (4), ITU-R BT.601 /
+BT.470BG / SMPTE 170M (5, 6), SMPTE 240M (7), ITU-R BT.2020 non-constant luminance (9; 10 is read
+the same way).
+Quantisation (ITU-T H.273, VideoFullRangeFlag), n bits: limited ("MPEG") Y = (219 Y' + 16) 2^(n-8),
+C = (224 P + 128) 2^(n-8); full ("JPEG") Y = (2^n - 1) Y', C = (2^n - 1) P + 2^(n-1).
+Chroma siting of 4:2:0 / 4:2:2: horizontally co-sited with the even luma columns, vertically midway
+between two rows (H.273 Chroma420SampleLocType 0, the H.264 / H.265 / MPEG-2 default). Decoding
+upsamples chroma bilinearly at those sites; encoding filters with the matching LeGall 5/3 low-pass
+before dropping samples, so a passthrough gives back the chroma planes it read (all but the last
+chroma row of an odd-height 4:2:0 picture, which has only one luma row to come from).
+
+Why not libswscale: measured on a 334x250 passthrough (issue 13), its yuv420p -> rgb24 fast path
+darkens by about 1 level, full-range chroma moves by -0.5 level and 10-bit full-range luma by +0.3,
+whatever the interpolation or ACCURATE_RND / FULL_CHR_H_INT flags. Formats this module does not
+handle (packed, semi-planar, RGB, grey, palette) still go through libswscale.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import av
+import cv2
+import numpy as np
+
+# H.273 MatrixCoefficients -> (Kr, Kb).
+KR_KB = {1: (0.2126, 0.0722), 4: (0.30, 0.11), 5: (0.299, 0.114), 6: (0.299, 0.114),
+         7: (0.212, 0.087), 9: (0.2627, 0.0593), 10: (0.2627, 0.0593)}
+BT601, BT709 = 6, 1
+LIMITED, FULL = 1, 2  # H.273 / AVColorRange codes
+
+
+def matrix_code(colorspace: int, height: int) -> int:
+    """The H.273 matrix of a stream tag; untagged or unknown: BT.709 from 720 lines up, else BT.601
+    (FFmpeg's convention for untagged video)."""
+    code = int(colorspace)
+    return code if code in KR_KB else (BT709 if height >= 720 else BT601)
+
+
+def range_code(color_range: int, pix_fmt: str | None) -> int:
+    """LIMITED or FULL from an AVColorRange tag; untagged: FULL for "yuvj" formats, else LIMITED."""
+    if int(color_range) in (LIMITED, FULL):
+        return int(color_range)
+    return FULL if (pix_fmt or "").startswith("yuvj") else LIMITED
+
+
+def is_planar_yuv(pix_fmt: str) -> bool:
+    """True for 3-plane Y'CbCr formats in native byte order (yuv420p, yuv422p10le, yuvj444p, ...)."""
+    try:
+        fmt = av.VideoFormat(pix_fmt)
+    except (ValueError, av.FFmpegError):
+        return False
+    comps = fmt.components
+    return (pix_fmt.startswith("yuv") and len(comps) == 3 and fmt.is_planar and not fmt.is_big_endian
+            and not fmt.is_rgb and len({c.plane for c in comps}) == 3 and comps[0].bits <= 16)
+
+
+def rgb_to_ycbcr_affine(matrix: int, full: bool, bits: int) -> np.ndarray:
+    """(3, 4) float64: [Y, Cb, Cr] code values = A @ [R, G, B, 1] for 8-bit R'G'B' (0-255)."""
+    kr, kb = KR_KB[matrix]
+    kg = 1.0 - kr - kb
+    rows = np.array([[kr, kg, kb],
+                     [-kr / (2 * (1 - kb)), -kg / (2 * (1 - kb)), 0.5],
+                     [0.5, -kg / (2 * (1 - kr)), -kb / (2 * (1 - kr))]]) / 255.0
+    if full:
+        scale, offset = np.full(3, 2.0 ** bits - 1), np.array([0.0, 2.0 ** (bits - 1), 2.0 ** (bits - 1)])
+    else:
+        step = 2.0 ** (bits - 8)
+        scale, offset = np.array([219.0, 224.0, 224.0]) * step, np.array([16.0, 128.0, 128.0]) * step
+    return np.hstack([rows * scale[:, None], offset[:, None]])
+
+
+def ycbcr_to_rgb_affine(matrix: int, full: bool, bits: int) -> np.ndarray:
+    """(3, 4) float64: [R, G, B] (0-255) = A @ [Y, Cb, Cr, 1]; the inverse of rgb_to_ycbcr_affine."""
+    forward = rgb_to_ycbcr_affine(matrix, full, bits)
+    inverse = np.linalg.inv(forward[:, :3])
+    return np.hstack([inverse, -inverse @ forward[:, 3:]])
+
+
+@dataclass(frozen=True)
+class YCbCrFormat:
+    """How one planar Y'CbCr pixel format is coded: matrix, range, bit depth, chroma subsampling."""
+
+    pix_fmt: str
+    matrix: int
+    full: bool
+    bits: int
+    sub_x: int  # luma columns per chroma column: 1 or 2 (or 4 for 4:1:1)
+    sub_y: int  # luma rows per chroma row
+
+    @classmethod
+    def of(cls, pix_fmt: str, matrix: int, color_range: int) -> "YCbCrFormat":
+        fmt = av.VideoFormat(pix_fmt, 64, 64)
+        luma, chroma = fmt.components[0], fmt.components[1]
+        return cls(pix_fmt, matrix, color_range == FULL, luma.bits, 64 // chroma.width, 64 // chroma.height)
+
+    @property
+    def dtype(self) -> type:
+        return np.uint8 if self.bits <= 8 else np.uint16
+
+
+def _plane_array(plane: av.video.plane.VideoPlane, dtype: type) -> np.ndarray:
+    """A (height, width) view of one plane's samples (the line padding left out)."""
+    rows = np.frombuffer(plane, dtype).reshape(plane.height, plane.line_size // np.dtype(dtype).itemsize)
+    return rows[:, : plane.width]
+
+
+def _upsample(chroma: np.ndarray, fmt: YCbCrFormat, width: int, height: int) -> np.ndarray:
+    """Bilinear chroma at every luma site: columns co-sited (x / sub_x), rows centred ((y + 0.5) / sub_y - 0.5)."""
+    if fmt.sub_x == fmt.sub_y == 1:
+        return chroma.astype(np.float32)
+    to_source = np.float32([[1 / fmt.sub_x, 0, 0], [0, 1 / fmt.sub_y, (1 / fmt.sub_y - 1) / 2]])
+    return cv2.warpAffine(chroma.astype(np.float32), to_source, (width, height),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+
+
+# Chroma downsampling filters (kernel, anchor tap) by subsampling factor. Factor 2 pairs with the
+# bilinear upsampling above as the LeGall 5/3 biorthogonal pair (the reversible wavelet of JPEG 2000,
+# ITU-T T.800): across columns its analysis low-pass [-1 2 6 2 -1]/8 centred on the co-sited column,
+# across rows the inverse of the centred interpolation, [-1 3 3 -1]/4 over rows 2i-1..2i+2. So
+# down(up(c)) == c: a passthrough gives back the chroma planes it read. Factor 4 (4:1:1, 4:1:0):
+# a triangle across columns, a box across rows.
+_DOWN_X = {1: ([1.0], 0), 2: ([-1 / 8, 2 / 8, 6 / 8, 2 / 8, -1 / 8], 2), 4: ([v / 16 for v in (1, 2, 3, 4, 3, 2, 1)], 3)}
+_DOWN_Y = {1: ([1.0], 0), 2: ([-1 / 4, 3 / 4, 3 / 4, -1 / 4], 1), 4: ([1 / 4] * 4, 0)}
+
+
+def _downsample(chroma: np.ndarray, fmt: YCbCrFormat) -> np.ndarray:
+    """Chroma at the subsampled sites (see _DOWN_X, _DOWN_Y); may overshoot the coded range at edges."""
+    if fmt.sub_x == fmt.sub_y == 1:
+        return chroma
+    (kx, ax), (ky, ay) = _DOWN_X[fmt.sub_x], _DOWN_Y[fmt.sub_y]
+    smooth = cv2.sepFilter2D(chroma, -1, np.float32(kx), np.float32(ky), anchor=(ax, ay),
+                             borderType=cv2.BORDER_REPLICATE)
+    return smooth[:: fmt.sub_y, :: fmt.sub_x]
+
+
+def _samples(values: np.ndarray, bits: int) -> np.ndarray:
+    """float32 code values clipped to 0..2^bits - 1 and rounded to the nearest integer sample."""
+    if bits <= 8:
+        return cv2.convertScaleAbs(cv2.max(values, 0.0))  # rounds to nearest and saturates at 255
+    np.clip(values, 0, 2 ** bits - 1, out=values)
+    return np.add(values, 0.5, out=values).astype(np.uint16)
+
+
+def frame_to_rgb(frame: av.VideoFrame, fmt: YCbCrFormat) -> np.ndarray:
+    """(H, W, 3) uint8 R'G'B' of a planar Y'CbCr frame coded as `fmt`, clipped and rounded to nearest.
+
+    Each channel is one weighted sum (R' has no Cb term and B' no Cr term in any of these matrices),
+    which OpenCV rounds and saturates to 8 bits as it writes."""
+    width, height = frame.width, frame.height
+    y, cb, cr = (_plane_array(p, fmt.dtype) for p in frame.planes[:3])
+    y, cb, cr = y.astype(np.float32), _upsample(cb, fmt, width, height), _upsample(cr, fmt, width, height)
+    m = ycbcr_to_rgb_affine(fmt.matrix, fmt.full, fmt.bits)
+    red = cv2.addWeighted(y, m[0, 0], cr, m[0, 2], m[0, 3], dtype=cv2.CV_8U)
+    green = cv2.addWeighted(y, m[1, 0], cv2.addWeighted(cb, m[1, 1], cr, m[1, 2], 0.0), 1.0, m[1, 3], dtype=cv2.CV_8U)
+    blue = cv2.addWeighted(y, m[2, 0], cb, m[2, 1], m[2, 3], dtype=cv2.CV_8U)
+    return cv2.merge([red, green, blue])
+
+
+def rgb_to_frame(image: np.ndarray, fmt: YCbCrFormat) -> av.VideoFrame:
+    """A planar Y'CbCr frame coded as `fmt` from an (H, W, 3) uint8 R'G'B' image, rounded to nearest."""
+    height, width = image.shape[:2]
+    forward = rgb_to_ycbcr_affine(fmt.matrix, fmt.full, fmt.bits)
+    rgb = image.astype(np.float32)
+    luma = cv2.transform(rgb, forward[0:1])
+    chroma = [_downsample(cv2.transform(rgb, forward[row: row + 1]), fmt) for row in (1, 2)]
+    frame = av.VideoFrame(width, height, fmt.pix_fmt)
+    for plane, values in zip(frame.planes, (luma, *chroma)):
+        _plane_array(plane, fmt.dtype)[...] = _samples(values, fmt.bits)
+    return frame  # untagged: the encoder's stream carries the matrix and range tags
