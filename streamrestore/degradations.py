@@ -116,8 +116,60 @@ def eval_lowlight(image, rng):
     return darken(image, rng, gamma=2.2, gain=0.2, shot_peak=150.0, read_sigma=0.008, cast=(1.08, 1.0, 0.92))
 
 
+# --- clip samplers for video: parameters drawn once per clip, noise/streaks fresh every frame ---
+# CLIP_SAMPLERS[task](rng) -> degrade(image, rng): the returned function keeps the clip's parameters
+# (rain angle/density/length, noise level, blur kernel, exposure) while its own rng draws change per frame.
+
+def clip_rain(rng):
+    layers = [dict(density=rng.uniform(0.005, 0.04), angle=rng.uniform(50, 130), length=int(rng.integers(8, 40)),
+                   width=int(rng.integers(1, 3)), brightness=rng.uniform(0.4, 1.0),
+                   haze=rng.uniform(0, 0.25) if rng.random() < 0.3 else 0.0) for _ in range(rng.integers(1, 4))]
+    haze_level = rng.uniform(0.7, 0.95)
+
+    def degrade(image, frame_rng):
+        out = image
+        for layer in layers:
+            out = add_rain(out, frame_rng, **{**layer, "haze": 0.0})
+            if layer["haze"] > 0:
+                out = out * (1 - layer["haze"]) + layer["haze"] * haze_level
+        return np.clip(out, 0, 1).astype(np.float32)
+    return degrade
+
+
+def clip_noise(rng):
+    sigma = rng.uniform(2, 50) / 255
+    peak = rng.uniform(20, 300) if rng.random() < 0.3 else None
+    return lambda image, frame_rng: add_noise(image, frame_rng, sigma, peak)
+
+
+def clip_blur(rng):
+    if rng.random() < 0.5:
+        kernel = _line_kernel(int(rng.integers(5, 22)), rng.uniform(0, 180))
+    else:
+        kernel = trajectory_kernel(rng, size=int(rng.choice([11, 15, 19, 23])))
+    sigma = rng.uniform(0, 0.02)
+    return lambda image, frame_rng: add_blur(image, frame_rng, kernel, sigma)
+
+
+def clip_lowlight(rng):
+    params = dict(cast=1 + rng.uniform(-0.15, 0.15, 3), gamma=rng.uniform(1.2, 3.0), gain=rng.uniform(0.08, 0.5),
+                  shot_peak=rng.uniform(60, 600), read_sigma=rng.uniform(0.002, 0.02))
+    return lambda image, frame_rng: darken(image, frame_rng, **params)
+
+
+def eval_clip(task: str):
+    """The evaluation recipe as a clip sampler: its fixed parameters, fresh noise every frame (blur: one kernel)."""
+    if task == "deblur":
+        def make(rng):
+            kernel = trajectory_kernel(rng, size=17)
+            return lambda image, frame_rng: add_blur(image, frame_rng, kernel, 0.005)
+        return make
+    return lambda rng: EVAL_SAMPLERS[task]
+
+
 TRAIN_SAMPLERS = {"derain": random_rain, "denoise": random_noise, "deblur": random_blur, "lowlight": random_lowlight}
 EVAL_SAMPLERS = {"derain": eval_rain, "denoise": eval_noise, "deblur": eval_blur, "lowlight": eval_lowlight}
+CLIP_SAMPLERS = {"derain": clip_rain, "denoise": clip_noise, "deblur": clip_blur, "lowlight": clip_lowlight}
 TASKS = tuple(TRAIN_SAMPLERS)
 
 

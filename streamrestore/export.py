@@ -5,6 +5,8 @@ Graph inputs:
     noise   (M, N, 3, Hp, Wp) float32 standard normal, one z per step of Algorithm 3, where
             Hp, Wp are H, W rounded up to the network's pad_multiple (`noise_shape`).
             With a fixed noise baked in (fixed sizes only) the graph has no `noise` input.
+    previous (N, H, W, 3) uint8 RGB, temporal models only: each frame's previous restored frame
+            (the stream state, streamrestore.temporal; the frame itself where a stream starts afresh).
 Graph output:
     restored (N, H, W, 3) uint8 RGB.
 Inside: normalise to [0, 1], replicate-pad, Algorithm 3 with every t_n a constant, crop, round.
@@ -28,7 +30,7 @@ from streamrestore.consistency import ConsistencyModel
 from streamrestore.sampler import sampling_times
 
 OPSET = 17
-INPUTS, OUTPUT = ("frames", "noise"), "restored"
+INPUTS, OUTPUT = ("frames", "noise", "previous"), "restored"
 # Traced at a tiny odd size (the graph must not assume a multiple; eager FP16 convolutions on the
 # CPU are slow), always with free sizes; fixed sizes and a baked noise are set on the ONNX afterwards.
 EXAMPLE_SIZE = (13, 15)
@@ -57,16 +59,17 @@ class RestoreGraph(nn.Module):
         self.stds = [float(schedule.variance(t).sqrt()) for t in times]
         self.decays = [float(schedule.decay(t)) for t in times]
 
-    def forward(self, frames: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, noise: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
         h, w = frames.shape[1], frames.shape[2]
-        mu = frames.permute(0, 3, 1, 2).float() / 255
         # pad amounts from the noise shape, so the graph needs no modulo on dynamic sizes
-        mu = F.pad(mu, (0, noise.shape[4] - w, 0, noise.shape[3] - h), mode="replicate")
+        pad = (0, noise.shape[4] - w, 0, noise.shape[3] - h)
+        mu = F.pad(frames.permute(0, 3, 1, 2).float() / 255, pad, mode="replicate")
+        history = None if previous is None else F.pad(previous.permute(0, 3, 1, 2).float() / 255, pad, mode="replicate")
         x = mu + self.stds[0] * noise[0]  # x_T = mu + sqrt(v_T) z
-        x0 = self.model(x, mu, self.t0)
+        x0 = self.model(x, mu, self.t0, history)
         for i in range(1, len(self.stds)):
             x = mu + (x0 - mu) * self.decays[i] + self.stds[i] * noise[i]  # re-noise to t_i (eq. 7)
-            x0 = self.model(x, mu, getattr(self, f"t{i}"))
+            x0 = self.model(x, mu, getattr(self, f"t{i}"), history)
         out = (x0[:, :, :h, :w].clamp(0, 1) * 255).round()
         return out.to(torch.uint8).permute(0, 2, 3, 1)
 
@@ -91,7 +94,8 @@ def export_onnx(model: ConsistencyModel, path: str | Path, steps: int = 1, fp16:
     graph = build_graph(model, steps, fp16).to(device)
     h, w = EXAMPLE_SIZE
     frames = torch.zeros((2, h, w, 3), dtype=torch.uint8, device=device)  # batch 1 would be traced as fixed
-    proto = _trace(graph, (frames, torch.zeros(noise_shape(steps, 2, h, w, multiple(model)), device=device)))
+    inputs = (frames, torch.zeros(noise_shape(steps, 2, h, w, multiple(model)), device=device))
+    proto = _trace(graph, inputs + ((frames.clone(),) if model.is_temporal else ()))
     if size is not None:
         fix_sizes(proto, size, multiple(model), fixed_noise)
     proto = simplify(proto)
@@ -114,12 +118,13 @@ def multiple(model: ConsistencyModel) -> int:
 def _trace(graph: RestoreGraph, inputs: tuple) -> onnx.ModelProto:
     """TorchScript-trace export (about 1 s; the dynamo exporter takes ~20 s for the same graph here)."""
     axes = {"frames": {0: "batch", 1: "height", 2: "width"}, OUTPUT: {0: "batch", 1: "height", 2: "width"},
-            "noise": {1: "batch", 3: "padded_height", 4: "padded_width"}}
+            "noise": {1: "batch", 3: "padded_height", 4: "padded_width"},
+            "previous": {0: "batch", 1: "height", 2: "width"}}
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the legacy-exporter deprecation notice and tracer warnings
-        torch.onnx.export(graph, inputs, buffer, dynamo=False, opset_version=OPSET, input_names=list(INPUTS),
-                          output_names=[OUTPUT], dynamic_axes=axes)
+        torch.onnx.export(graph, inputs, buffer, dynamo=False, opset_version=OPSET, input_names=list(INPUTS[:len(inputs)]),
+                          output_names=[OUTPUT], dynamic_axes={k: v for k, v in axes.items() if k in INPUTS[:len(inputs)] or k == OUTPUT})
     return onnx.load_from_string(buffer.getvalue())
 
 
@@ -127,7 +132,8 @@ def fix_sizes(proto: onnx.ModelProto, size: tuple[int, int], multiple: int,
               fixed_noise: torch.Tensor | None = None) -> None:
     """Set H, W (and Hp, Wp) on the graph's inputs and output; a fixed noise becomes an initializer."""
     h, w = size
-    dims = {"frames": {1: h, 2: w}, OUTPUT: {1: h, 2: w}, "noise": {3: padded(h, multiple), 4: padded(w, multiple)}}
+    dims = {"frames": {1: h, 2: w}, OUTPUT: {1: h, 2: w}, "noise": {3: padded(h, multiple), 4: padded(w, multiple)},
+            "previous": {1: h, 2: w}}
     for value in [*proto.graph.input, *proto.graph.output]:
         for axis, length in dims[value.name].items():
             value.type.tensor_type.shape.dim[axis].dim_value = length

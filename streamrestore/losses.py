@@ -71,19 +71,21 @@ class VGG16Perceptual(nn.Module):
 
 
 def irc_m_loss(model, lq: torch.Tensor, hq: torch.Tensor, stage: str, n: torch.Tensor, z: torch.Tensor,
-               perceptual=fft_amplitude_l1, lambda_og: float = 0.8, lambda_perc: float = 0.125):
+               perceptual=fft_amplitude_l1, lambda_og: float = 0.8, lambda_perc: float = 0.125,
+               previous: torch.Tensor | None = None):
     """L = L_CT + lambda_OG * L_OG (IR-CM eq. 14). Returns (loss, {"ct": .., "og": ..}).
 
     Stage "linear" (Algorithm 1): mu = LQ and x0 = LQ. Stage "nonlinear" (Algorithm 2): x0 = HQ.
     The target side is the stop-gradient of the same network (phi- = stopgrad(phi)).
+    previous: a temporal model's previous restored frame (a condition, like mu; None for one-frame models).
     """
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
     x0 = lq if stage == "linear" else hq
     x_next, x_cur = consistency_pair(model.schedule, x0, lq, n, z)
-    student = model(x_next, lq, n + 1)
+    student = model(x_next, lq, n + 1, previous=previous)
     with torch.no_grad():
-        target = model(x_cur, lq, n)
+        target = model(x_cur, lq, n, previous=previous)
     l_ct = F.l1_loss(student, target)
     l_og = F.l1_loss(student, hq) + lambda_perc * perceptual(student, hq)
     return l_ct + lambda_og * l_og, {"ct": l_ct.item(), "og": l_og.item()}

@@ -33,6 +33,7 @@ import yaml
 from streamrestore.errors import UserError
 from streamrestore.io.base import DecodedFrame, FrameSink, FrameSource, StreamInfo
 from streamrestore.report import LatencyReport
+from streamrestore.temporal import StreamHistory, mark_discontinuity, restore_with_history
 
 log = logging.getLogger("streamrestore.multistream")
 _END = object()
@@ -85,6 +86,7 @@ class _Feed:
     source: FrameSource | None = None
     error: str | None = None
     done: threading.Event = field(default_factory=threading.Event)  # no more frames from the reader
+    history: StreamHistory = field(default_factory=StreamHistory)  # a temporal model's state for this feed
 
 
 def run_streams(specs: list[StreamSpec], backend, *, open_source: Callable[[StreamSpec], FrameSource],
@@ -112,15 +114,17 @@ def run_streams(specs: list[StreamSpec], backend, *, open_source: Callable[[Stre
     for thread in threads:
         thread.join(timeout=10.0)
     for feed in feeds:
-        _finish_report(feed, time.perf_counter() - started)
+        _finish_report(feed, time.perf_counter() - started, getattr(backend, "temporal", False))
     return [feed.report for feed in feeds]
 
 
 def _read(feed: _Feed, open_source, stop: threading.Event) -> None:
     try:
         feed.source = open_source(feed.spec)
+        seen = (feed.source.skipped, getattr(feed.source, "reconnects", 0))
         for frame in feed.source:
             frame.captured_at = frame.captured_at or time.monotonic()
+            seen = mark_discontinuity(frame, feed.source, seen)  # a temporal model starts afresh
             if not _put(feed.frames, frame, stop):
                 break
     except Exception as exc:  # noqa: BLE001 - one feed failing must not stop the others
@@ -136,26 +140,31 @@ def _engine(feeds: list[_Feed], backend, batch: int, wait: float, stop: threadin
         live = [f for f in feeds if not (f.done.is_set() and f.frames.empty())]
         if not live:
             return
-        taken = _take(live, batch, wait)
+        temporal = getattr(backend, "temporal", False)
+        taken = _take(live, batch, wait, one_per_feed=temporal)
         shapes: dict[tuple, list[tuple[_Feed, DecodedFrame]]] = {}
         for feed, frame in taken:
             shapes.setdefault(frame.image.shape, []).append((feed, frame))
         for group in shapes.values():
-            images = backend(np.stack([frame.image for _, frame in group]))
+            if temporal:  # each frame from its own feed's previous restored frame
+                images = restore_with_history(backend, [f for _, f in group], [feed.history for feed, _ in group])
+            else:
+                images = backend(np.stack([frame.image for _, frame in group]))
             timings = {**backend.last_timings, "batch": len(group)}
             for (feed, frame), image in zip(group, images):
                 frame.timings.update(timings)
                 _put(feed.restored, (image, frame), stop)
 
 
-def _take(feeds: list[_Feed], batch: int, wait: float) -> list[tuple[_Feed, DecodedFrame]]:
-    """Up to `batch` frames, round robin over the feeds; waits for a first one, then `wait` s more."""
+def _take(feeds: list[_Feed], batch: int, wait: float, one_per_feed: bool = False) -> list[tuple[_Feed, DecodedFrame]]:
+    """Up to `batch` frames, round robin over the feeds; waits for a first one, then `wait` s more.
+    one_per_feed: at most one frame of each feed (a temporal model needs frame k restored before k+1)."""
     taken: list[tuple[_Feed, DecodedFrame]] = []
     deadline = None
-    while len(taken) < batch:
+    while len(taken) < min(batch, len(feeds) if one_per_feed else batch):
         got = False
         for feed in feeds:
-            if len(taken) < batch:
+            if len(taken) < batch and not (one_per_feed and any(f is feed for f, _ in taken)):
                 try:
                     taken.append((feed, feed.frames.get_nowait()))
                     got = True
@@ -220,13 +229,14 @@ def _put(q: queue.Queue, item, stop: threading.Event, force: bool = False) -> bo
     return False
 
 
-def _finish_report(feed: _Feed, wall_seconds: float) -> None:
+def _finish_report(feed: _Feed, wall_seconds: float, temporal: bool) -> None:
     report, source = feed.report, feed.source
     report.wall_seconds = wall_seconds
     if source is not None:
         report.skipped, report.dropped = source.skipped, source.dropped
         report.facts["reconnects"] = getattr(source, "reconnects", 0)
         source.close()
+    report.resets = dict(feed.history.resets) if temporal else None
     report.facts["error"] = feed.error
     if feed.spec.report:
         report.write_json(feed.spec.report)

@@ -1,7 +1,8 @@
 """A light conditional U-Net of NAFNet blocks (Chen et al., ECCV 2022) with a scale/shift time embedding.
 
-The network is F(x, cond, t): it knows nothing of the SDE. Input x and cond are (N, 3, H, W) float
-images, t is (N,) float time in [0, 1]; output is (N, 3, H, W). H and W must be multiples of
+The network is F(x, cond, t): it knows nothing of the SDE. Input x is (N, 3, H, W) and cond is
+(N, 3 + history_channels, H, W) float images (the degraded frame, then for a temporal network the
+previous restored frame), t is (N,) float time in [0, 1]; output is (N, 3, H, W). H and W must be multiples of
 `pad_multiple` (callers pad and crop). The full-resolution work is one pixel-unshuffle, so the
 cost per pixel stays small (`macs_per_pixel`).
 """
@@ -22,6 +23,7 @@ class NetworkConfig:
     mid_blocks: int = 1
     dec_blocks: tuple[int, ...] = (1, 1, 1)
     time_dim: int = 64
+    history_channels: int = 0  # extra condition channels after mu: 3 for the previous restored frame (temporal)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -108,7 +110,7 @@ class ConditionalNAFUNet(nn.Module):
         self.config = config
         w, td = config.width, config.time_dim
         self.time_mlp = nn.Sequential(nn.Linear(td, td), nn.SiLU(), nn.Linear(td, td))
-        self.intro = nn.Conv2d(6 * 4, w, 3, padding=1)
+        self.intro = nn.Conv2d((6 + config.history_channels) * 4, w, 3, padding=1)
         self.encoders, self.downs = nn.ModuleList(), nn.ModuleList()
         for n in config.enc_blocks:
             self.encoders.append(nn.ModuleList([NAFBlock(w, td) for _ in range(n)]))
@@ -123,6 +125,10 @@ class ConditionalNAFUNet(nn.Module):
         self.ending = nn.Conv2d(w, 3 * 4, 3, padding=1)
         nn.init.zeros_(self.ending.weight)  # start as F = 0: the origin estimate begins at mu
         nn.init.zeros_(self.ending.bias)
+
+    @property
+    def is_temporal(self) -> bool:
+        return self.config.history_channels > 0
 
     @property
     def pad_multiple(self) -> int:
@@ -146,6 +152,18 @@ class ConditionalNAFUNet(nn.Module):
         return F.pixel_shuffle(self.ending(h), 2)
 
 
+def add_history_input(network: ConditionalNAFUNet, channels: int = 3) -> ConditionalNAFUNet:
+    """A temporal copy of a one-frame network: `channels` more condition inputs whose intro weights
+    start at zero, so it computes exactly what the one-frame network did until training moves them."""
+    config = NetworkConfig.from_dict({**network.config.to_dict(), "history_channels": channels})
+    temporal = ConditionalNAFUNet(config)
+    state = network.state_dict()
+    old = state["intro.weight"]  # (w, 6*4, 3, 3): pixel-unshuffle puts each input channel's 4 phases together
+    state["intro.weight"] = torch.cat([old, old.new_zeros(old.shape[0], channels * 4, *old.shape[2:])], dim=1)
+    temporal.load_state_dict(state)
+    return temporal
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -162,7 +180,7 @@ def macs_per_pixel(model: ConditionalNAFUNet, size: int = 256) -> float:
     try:
         with torch.no_grad():
             x = torch.zeros(1, 3, size, size)
-            model(x, x, torch.zeros(1))
+            model(x, torch.zeros(1, 3 + model.config.history_channels, size, size), torch.zeros(1))
     finally:
         for h in hooks:
             h.remove()

@@ -1,7 +1,9 @@
 """decode -> restore -> encode, one thread per stage joined by bounded queues (DESIGN.md section 3).
 
 The queues hold a few batches at most, so memory stays flat and a slow stage pushes back. The
-restore stage stacks up to `batch` frames of one size per backend call (batch 1: latency mode).
+restore stage stacks up to `batch` frames of one size per backend call (batch 1: latency mode);
+a temporal backend restores one frame at a time, each from the one before (streamrestore.temporal),
+and the report counts the times that state was reset.
 SIGINT/SIGTERM stop the reading; frames already in flight are still restored and written, and the
 sink is finished so what it holds is a valid file. A second signal stops the stages at once (the
 sink is still finished). An error in any stage stops all of them and removes the partial output.
@@ -22,6 +24,7 @@ from streamrestore.backends.base import Done
 from streamrestore.errors import UserError
 from streamrestore.io.base import DecodedFrame, FrameSink, FrameSource
 from streamrestore.report import LatencyReport
+from streamrestore.temporal import StreamHistory, mark_discontinuity, restore_with_history
 
 _END = object()  # end of stream marker passed down the queues
 _POLL = 0.1  # seconds a blocked stage waits before checking for a stop
@@ -74,7 +77,9 @@ def run_pipeline(source: FrameSource, backend, sink: FrameSink, *, batch: int = 
     state = _State()
     decoded: queue.Queue = queue.Queue(maxsize=2 * batch + 2)
     restored: queue.Queue = queue.Queue(maxsize=2 * batch + 2)
-    stages = [(_decode_stage, (source, decoded, batch)), (_restore_stage, (backend, decoded, restored, batch, source.info.is_live)),
+    history = StreamHistory() if getattr(backend, "temporal", False) else None
+    stages = [(_decode_stage, (source, decoded, batch)),
+              (_restore_stage, (backend, decoded, restored, batch, source.info.is_live, history)),
               (_encode_stage, (sink, restored, report, progress))]
     threads = [threading.Thread(target=_guarded, args=(state, fn, *args), name=fn.__name__, daemon=True)
                for fn, args in stages]
@@ -87,6 +92,7 @@ def run_pipeline(source: FrameSource, backend, sink: FrameSink, *, batch: int = 
         threads[0].join(2.0)  # a live source blocked in a read is left behind (daemon thread)
     report.wall_seconds = time.perf_counter() - started
     report.skipped, report.dropped = source.skipped, source.dropped
+    report.resets = dict(history.resets) if history is not None else None
     report.interrupted = state.signals > 0
     source.close()
     return RunResult(_finish(sink, state, report), report.interrupted, report)
@@ -113,12 +119,14 @@ def _guarded(state: _State, stage, *args) -> None:
 
 def _decode_stage(state: _State, source: FrameSource, out: queue.Queue, batch: int) -> None:
     frames = iter(source)
+    seen = (source.skipped, getattr(source, "reconnects", 0))
     while not state.stop_reading.is_set() and not state.abort.is_set():
         start = time.perf_counter()
         frame = next(frames, _END)
         if frame is _END:
             break
         frame.timings.setdefault("decode", (time.perf_counter() - start) * 1e3)
+        seen = mark_discontinuity(frame, source, seen)  # frames lost before this one: a temporal model starts afresh
         frame.captured_at = frame.captured_at or time.monotonic()
         if getattr(source, "policy", None) == "latest":
             _put_latest(out, frame, source, batch)  # a live feed: never queue stale frames behind restore
@@ -138,10 +146,13 @@ def _put_latest(out: queue.Queue, frame: DecodedFrame, source: FrameSource, keep
     out.put_nowait(frame)
 
 
-def _restore_stage(state: _State, backend, inp: queue.Queue, out: queue.Queue, batch: int, live: bool) -> None:
-    """Batches go to the backend; with `submit` (CUDA double buffering) two are in flight, so the
-    upload of batch k+1 and the download of batch k-1 overlap the restore of batch k."""
-    submit = getattr(backend, "submit", None)
+def _restore_stage(state: _State, backend, inp: queue.Queue, out: queue.Queue, batch: int, live: bool,
+                   history: StreamHistory | None) -> None:
+    """Batches go to the backend. Only a backend that runs asynchronously (CUDA double buffering:
+    `asynchronous` true) keeps two in flight, so the upload of batch k+1 and the download of batch
+    k-1 overlap the restore of batch k; a backend that finishes inside the call hands its frames on
+    at once (holding them for the next batch would add a whole restore time to their latency)."""
+    overlap = getattr(backend, "asynchronous", False) and history is None
     in_flight: collections.deque = collections.deque()
     ended = False
     while not ended:
@@ -150,16 +161,31 @@ def _restore_stage(state: _State, backend, inp: queue.Queue, out: queue.Queue, b
                 if not _emit(state, out, *in_flight.popleft()):
                     return
         frames, ended = _take_batch(state, inp, batch, block=not live)
-        for _, group in itertools.groupby(frames, key=lambda f: f.image.shape):
-            group = list(group)
-            images = np.stack([f.image for f in group])
-            in_flight.append((group, submit(images) if submit else Done(backend(images), dict(backend.last_timings))))
-            if len(in_flight) > 1 and not _emit(state, out, *in_flight.popleft()):
+        for group in _backend_calls(frames, history is not None):
+            in_flight.append((group, _submit(backend, group, history)))
+            if len(in_flight) > int(overlap) and not _emit(state, out, *in_flight.popleft()):
                 return
     while in_flight:
         if not _emit(state, out, *in_flight.popleft()):
             return
     state.put(out, _END)
+
+
+def _backend_calls(frames: list[DecodedFrame], temporal: bool) -> list[list[DecodedFrame]]:
+    """Runs of same-size frames, one backend call each; single frames for a temporal backend (each
+    frame is restored from the one before it)."""
+    if temporal:
+        return [[frame] for frame in frames]
+    return [list(group) for _, group in itertools.groupby(frames, key=lambda f: f.image.shape)]
+
+
+def _submit(backend, group: list[DecodedFrame], history: StreamHistory | None):
+    if history is not None:
+        images = restore_with_history(backend, group, [history])
+        return Done(images, dict(backend.last_timings))
+    images = np.stack([f.image for f in group])
+    submit = getattr(backend, "submit", None)
+    return submit(images) if submit else Done(backend(images), dict(backend.last_timings))
 
 
 def _emit(state: _State, out: queue.Queue, group: list[DecodedFrame], pending) -> bool:

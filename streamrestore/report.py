@@ -28,6 +28,7 @@ class LatencyReport:
     skipped: int = 0
     dropped: int = 0
     interrupted: bool = False
+    resets: dict | None = None  # temporal model: times its state was reset, by reason (None: one-frame model)
 
     def add(self, frame) -> None:
         """Record one written `DecodedFrame` (its `timings` hold the stage milliseconds)."""
@@ -49,6 +50,7 @@ class LatencyReport:
         fps = len(self.records) / self.wall_seconds if self.wall_seconds > 0 else 0.0
         return {**self.facts, "frames": len(self.records), "warmup_frames": len(self.records) - len(measured),
                 "skipped_frames": self.skipped, "dropped_frames": self.dropped, "interrupted": self.interrupted,
+                "temporal_resets": self.resets,
                 "wall_seconds": round(self.wall_seconds, 3), "throughput_fps": round(fps, 2), "stages_ms": stages}
 
     def table(self) -> str:
@@ -61,6 +63,9 @@ class LatencyReport:
                      f"{summary['skipped_frames']} skipped, {summary['dropped_frames']} dropped; "
                      f"{self.facts.get('backend', '?')} on {self.facts.get('device', '?')}, "
                      f"model {self.facts.get('model', '?')}")
+        if self.resets is not None:
+            reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(self.resets.items()))
+            lines.append(f"temporal state reset {sum(self.resets.values())} times" + (f" ({reasons})" if reasons else ""))
         return "\n".join(lines)
 
     def write_json(self, path: str) -> None:

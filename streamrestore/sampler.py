@@ -1,6 +1,8 @@
 """Multi-step consistency sampling of IR-CM (Algorithm 3) and the noise policies for video."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from streamrestore.sde import MeanRevertingSchedule, marginal_std, mean_reverting_marginal
@@ -17,11 +19,15 @@ def sampling_times(T: int, steps: int) -> list[int]:
     return times
 
 
-def sample(model, schedule: MeanRevertingSchedule, mu: torch.Tensor, noises: list[torch.Tensor]) -> torch.Tensor:
+def sample(model, schedule: MeanRevertingSchedule, mu: torch.Tensor, noises: list[torch.Tensor],
+           previous: torch.Tensor | None = None) -> torch.Tensor:
     """Algorithm 3 with M = len(noises) steps; noises[0] starts x_T, noises[i] re-noises before step i.
 
-    mu: (N, 3, H, W) in [0, 1]; returns the last origin estimate, float32, not clipped.
+    mu: (N, 3, H, W) in [0, 1]; previous: the stream's previous restored frame, same shape, for a
+    temporal model (None: a first frame). Returns the last origin estimate, float32, not clipped.
     """
+    if previous is not None:  # the model's own keyword; a one-frame model has none
+        model = functools.partial(model, previous=previous)
     times = sampling_times(schedule.T, len(noises))
     n = mu.shape[0]
     t = torch.full((n,), times[0], dtype=torch.long, device=mu.device)

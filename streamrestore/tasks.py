@@ -16,10 +16,11 @@ def check_task(task: str, option: str = "--task") -> str:
     return task
 
 
-def shipped_weights(task: str, size: str = "small", kind: str = "") -> Path:
-    """The checkpoint shipped in engines/ (installed as the package streamrestore.weights)."""
+def shipped_weights(task: str, size: str = "small", kind: str = "", temporal: bool = False) -> Path:
+    """The checkpoint shipped in engines/ (installed as the package streamrestore.weights);
+    temporal: the recurrent video model of that size (`{task}-{size}-temporal`)."""
     check_task(task)
-    name = f"{task}-{kind or size}.safetensors"
+    name = f"{task}-{kind or size}{'-temporal' if temporal else ''}.safetensors"
     path = Path(str(resources.files("streamrestore.weights").joinpath(name)))
     if not path.is_file():
         raise UserError(f"no shipped weights {name} for --task {task}; train them with `streamrestore train "
@@ -27,11 +28,14 @@ def shipped_weights(task: str, size: str = "small", kind: str = "") -> Path:
     return path
 
 
-def default_weights(task: str, device: str) -> Path:
-    """`base` on CUDA where it was shipped, otherwise `small`."""
-    if device == "cuda":
-        try:
-            return shipped_weights(task, "base")
-        except UserError:
-            pass
+def default_weights(task: str, device: str, temporal: bool = False) -> Path:
+    """`base` on CUDA where it was shipped, otherwise `small`; with `temporal`, the video model of a
+    size before its one-frame model, so a task without shipped video weights runs one frame at a time."""
+    sizes = ("base", "small") if device == "cuda" else ("small",)
+    for size in sizes:
+        for video in (True, False) if temporal else (False,):
+            try:
+                return shipped_weights(task, size, temporal=video)
+            except UserError:
+                pass
     return shipped_weights(task, "small")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +19,8 @@ from tqdm import tqdm
 from streamrestore.checkpoint import load_model, read_card, save_model
 from streamrestore.consistency import ConsistencyModel
 from streamrestore.losses import VGG16Perceptual, fft_amplitude_l1, irc_m_loss, two_step_loss
-from streamrestore.network import SIZES, ConditionalNAFUNet, count_parameters, macs_per_pixel
-from streamrestore.sampler import sampling_times
+from streamrestore.network import SIZES, ConditionalNAFUNet, add_history_input, count_parameters, macs_per_pixel
+from streamrestore.sampler import sample, sampling_times
 from streamrestore.sde import MeanRevertingSchedule
 
 STAGE_CHOICES = {"linear": ["linear"], "nonlinear": ["nonlinear"], "both": ["linear", "nonlinear"],
@@ -46,6 +46,7 @@ class TrainConfig:
     warmup: int = 100  # iterations of linear learning-rate warm-up
     checkpoint_seconds: float = 120.0
     perceptual_weights: str | None = None
+    clip_frames: int = 0  # > 0: temporal training on pseudo-clips of this many frames (recurrent model)
 
 
 def sample_pair_index(batch: int, T: int, fraction: float, generator: torch.Generator) -> torch.Tensor:
@@ -78,8 +79,18 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return config.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / max(1, config.iters))))
 
 
-def build_model(size: str) -> ConsistencyModel:
-    return ConsistencyModel(ConditionalNAFUNet(SIZES[size]), MeanRevertingSchedule.create())
+def build_model(size: str, temporal: bool = False) -> ConsistencyModel:
+    config = replace(SIZES[size], history_channels=3 if temporal else 0)
+    return ConsistencyModel(ConditionalNAFUNet(config), MeanRevertingSchedule.create())
+
+
+def load_initial_network(model: ConsistencyModel, init_weights: str) -> None:
+    """Copy `init_weights` into `model`; a one-frame checkpoint into a temporal model gets zero history
+    weights (network.add_history_input), so training starts from exactly the one-frame model."""
+    network = load_model(init_weights).network
+    if model.is_temporal and not network.is_temporal:
+        network = add_history_input(network, model.network.config.history_channels)
+    model.network.load_state_dict(network.state_dict())
 
 
 def state_path(out: Path) -> Path:
@@ -92,10 +103,10 @@ def train(config: TrainConfig, pairs, out: str | Path, resume: bool = False, car
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    model = build_model(config.size).to(config.device)
+    model = build_model(config.size, temporal=config.clip_frames > 0).to(config.device)
     card = dict(card or {})
     if init_weights:  # e.g. a second round of nonlinear fitting from a finished checkpoint
-        model.network.load_state_dict(load_model(init_weights).network.state_dict())
+        load_initial_network(model, init_weights)
         earlier = read_card(init_weights)  # keep the whole chain of rounds in the card
         card["initialised_from"] = {"weights": Path(init_weights).name, "training": earlier.get("training"),
                                     "initialised_from": earlier.get("initialised_from")}
@@ -141,12 +152,17 @@ def training_step(model, optimiser, pairs, config: TrainConfig, stage: str, gene
     for group in optimiser.param_groups:
         group["lr"] = learning_rate(config, step)
     lq, hq = (x.to(config.device) for x in pairs.batch(config.batch))
+    previous = None
+    if config.clip_frames:  # pseudo-clips (K, N, ...): restore up to the last frame, then train on it
+        previous = recurrent_history(model, lq, generator)
+        lq, hq = lq[-1], hq[-1]
     if stage == "baseline":
         loss, parts = cnn_baseline_loss(model, lq, hq)
     else:
         n = sample_pair_index(lq.shape[0], model.schedule.T, config.sampling_time_fraction, generator).to(config.device)
         z = torch.randn(lq.shape, generator=generator).to(config.device)
-        loss, parts = irc_m_loss(model, lq, hq, stage, n, z, perceptual, config.lambda_og, config.lambda_perc)
+        loss, parts = irc_m_loss(model, lq, hq, stage, n, z, perceptual, config.lambda_og, config.lambda_perc,
+                                 previous=previous)
         if stage == "nonlinear" and config.two_step_weight > 0:
             l_two = two_step_loss(model, lq, hq, sampling_noises(lq, generator), perceptual, config.lambda_perc)
             loss = loss + config.two_step_weight * l_two
@@ -156,6 +172,27 @@ def training_step(model, optimiser, pairs, config: TrainConfig, stage: str, gene
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimiser.step()
     return loss.item(), parts
+
+
+@torch.no_grad()
+def recurrent_history(model: ConsistencyModel, clips: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+    """The previous restored frame for the last frame of each clip (K, N, 3, H, W), as inference makes it:
+    1-step restores of frames 0..K-2 in turn, each fed the one before, rounded to 8 bits (the stream
+    state is the uint8 output). Each clip starts its history at a random frame, so a share of the batch
+    trains the first frame of a stream (no history: None there, i.e. mu, for every clip when all start last)."""
+    k, n = clips.shape[:2]
+    start = torch.randint(0, k, (n,), generator=generator)
+    previous = clips[-1].clone()  # no history: the model's convention is previous = mu
+    noises = sampling_noises(clips[0], generator)[:1]
+    history = None
+    for i in range(k - 1):
+        restored = sample(model, model.schedule, clips[i], noises, previous=history if history is not None else clips[i])
+        restored = restored.clamp(0, 1).mul(255).round().div(255)
+        begun = (start <= i).to(clips.device).view(-1, 1, 1, 1)
+        history = torch.where(begun, restored, clips[i + 1])  # a clip not yet begun: its next frame is a first frame
+    if history is not None:
+        previous = torch.where((start < k - 1).to(clips.device).view(-1, 1, 1, 1), history, clips[-1])
+    return previous
 
 
 def model_facts(model: ConsistencyModel, config: TrainConfig) -> dict:

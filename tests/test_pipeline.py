@@ -81,6 +81,7 @@ class _Deferred:
     result() finishes the work; records how many batches were in flight at most."""
 
     name, device, precision, model = "deferred", "cpu", "fp32", "identity+1"
+    asynchronous = True
 
     def __init__(self):
         self.in_flight = self.max_in_flight = 0
@@ -113,3 +114,44 @@ def test_submitting_backend_keeps_two_batches_in_flight_and_order(tmp_path):
     assert [r["index"] for r in report.records] == list(range(12))
     assert backend.max_in_flight == 2 and backend.in_flight == 0
     assert all(r["upload"] == 1.0 and r["download"] == 3.0 for r in report.records)
+
+
+class _Synchronous(PassthroughBackend):
+    """A backend that finishes inside the call (like onnxruntime or torch on the CPU). Before it
+    restores a batch it waits (up to 2 s) until every earlier batch has been written: a pipeline
+    that held finished frames back for the next batch would make every wait run out."""
+
+    def __init__(self, sink):
+        super().__init__()
+        self.sink, self.calls, self.late = sink, 0, 0
+
+    def __call__(self, frames):
+        deadline = time.monotonic() + 2.0
+        while self.sink.written < self.calls and time.monotonic() < deadline:
+            time.sleep(0.005)
+        self.late += self.sink.written < self.calls
+        self.calls += len(frames)
+        return frames
+
+
+class _CountingSink:
+    def __init__(self):
+        self.written = 0
+
+    def write(self, image, frame):
+        self.written += 1
+
+    def close(self, complete=True):
+        return self.written
+
+    def abort(self):
+        pass
+
+
+def test_synchronous_backend_hands_frames_on_at_once(tmp_path):
+    src = make_clip(tmp_path / "in.mp4", frames=10, audio=False)
+    sink = _CountingSink()
+    backend = _Synchronous(sink)
+    result = run_pipeline(open_source(str(src)), backend, sink, batch=1)
+    assert result.frames == 10 and backend.calls == 10
+    assert backend.late == 0, f"{backend.late} of 10 batches found the previous one still held back"

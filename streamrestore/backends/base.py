@@ -25,8 +25,13 @@ class Backend(Protocol):
     def __call__(self, frames: np.ndarray) -> np.ndarray: ...
 
     # Optional, for overlap (CUDA double buffering): `submit` queues a batch and returns at once;
-    # `Pending.result()` waits for it. A pipeline keeps two batches in flight when a backend has it.
+    # `Pending.result()` waits for it. A pipeline keeps two batches in flight only when the backend
+    # says `asynchronous = True` (its submit really returns before the work is done).
     # def submit(self, frames: np.ndarray) -> Pending: ...
+    # asynchronous: bool
+
+    # Temporal models (`temporal = True`) also take `previous`, each frame's previous restored frame
+    # (N, H, W, 3) uint8, the stream state of streamrestore.temporal: backend(frames, previous).
 
 
 class Pending(Protocol):
@@ -52,6 +57,8 @@ class PassthroughBackend:
     device = "cpu"
     precision = "uint8"
     model = "identity"
+    temporal = False
+    asynchronous = False
 
     def __init__(self) -> None:
         self.last_timings = {"upload": 0.0, "restore": 0.0, "download": 0.0}

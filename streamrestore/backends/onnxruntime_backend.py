@@ -105,11 +105,11 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, task: str, device: str = "auto", steps: int = 1, noise: str | None = None,
-                 weights: str | None = None, fp16: bool | None = None, seed: int = 0):
+                 weights: str | None = None, fp16: bool | None = None, seed: int = 0, temporal: bool = False):
         ort = _import_ort()
         self.device = resolve_device(device)
         self.precision = "fp16" if (self.device == "cuda" if fp16 is None else fp16) else "fp32"
-        path = Path(weights or default_weights(task, self.device))
+        path = Path(weights or default_weights(task, self.device, temporal))
         model = load_model(path, "cpu")
         noise = noise or recommended_noise(path)
         self.model = describe(task, path, steps, noise)
@@ -122,23 +122,27 @@ class OnnxRuntimeBackend:
         self.session = ort.InferenceSession(str(self.graph), options,
                                             providers=providers(self.device, self.precision == "fp16", cache))
         self.noise = NoiseFeed(NoisePolicy(noise, seed), steps, model.network.pad_multiple)
+        self.temporal = model.is_temporal
         self._binding, self._ort, self._bound_noise = self.session.io_binding(), ort, None
         self.last_timings = {"upload": 0.0, "restore": 0.0, "download": 0.0}
 
-    def submit(self, frames: np.ndarray) -> Done:
-        """Run one batch (N, H, W, 3) uint8 RGB; the whole call is timed as `restore`."""
+    def submit(self, frames: np.ndarray, previous: np.ndarray | None = None) -> Done:
+        """Run one batch (N, H, W, 3) uint8 RGB (a temporal model also takes each frame's previous
+        restored frame, same shape; the frames themselves when None); the whole call is timed as `restore`."""
         start = time.perf_counter()
         noise = self.noise(frames.shape)
         if noise is not self._bound_noise:  # upload once per frame size for the fixed and zero policies
             self._binding.bind_ortvalue_input("noise", self._ort.OrtValue.ortvalue_from_numpy(noise, self.device, 0))
             self._bound_noise = noise
         self._binding.bind_cpu_input("frames", np.ascontiguousarray(frames))
+        if self.temporal:
+            self._binding.bind_cpu_input("previous", np.ascontiguousarray(frames if previous is None else previous))
         self._binding.bind_output(OUTPUT, "cpu")
         self.session.run_with_iobinding(self._binding)
         out = self._binding.copy_outputs_to_cpu()[0]
         return Done(out, {"upload": 0.0, "restore": (time.perf_counter() - start) * 1e3, "download": 0.0})
 
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
-        done = self.submit(frames)
+    def __call__(self, frames: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+        done = self.submit(frames, previous)
         self.last_timings = dict(done.timings)
         return done.result()

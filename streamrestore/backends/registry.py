@@ -33,9 +33,12 @@ class BackendUnavailable(UserError):
 
 
 def create_backend(task: str, *, backend: str = "auto", device: str = "auto", steps: int = 1,
-                   noise: str | None = None, weights: str | None = None, fp16: bool | None = None) -> Backend:
+                   noise: str | None = None, weights: str | None = None, fp16: bool | None = None,
+                   temporal: bool = False) -> Backend:
     """Build the backend that restores frames of `task` (N,H,W,3 uint8 RGB -> same).
 
+    temporal: without `weights`, load the task's shipped video model (streamrestore.temporal) where
+    there is one; the backend's `temporal` attribute says whether the model that runs is one.
     Task and step count are checked here, once, for every backend."""
     from streamrestore.tasks import check_task
 
@@ -45,7 +48,7 @@ def create_backend(task: str, *, backend: str = "auto", device: str = "auto", st
         raise UserError(f"--steps {steps}: must be 1 or more")
     if backend not in BACKEND_NAMES:
         raise UserError(f"--backend {backend!r} is not known; use one of {', '.join(BACKEND_NAMES)}")
-    kwargs = dict(task=task, steps=steps, noise=noise, weights=weights, fp16=fp16)
+    kwargs = dict(task=task, steps=steps, noise=noise, weights=weights, fp16=fp16, temporal=temporal)
     if backend == "auto":
         return _first_that_builds(_auto_candidates(device), kwargs, skip_unavailable=True)
     candidates = [(name, device) for name in (backend, *FALLBACK[backend])]

@@ -66,13 +66,18 @@ def build_plan(trt, onnx_path: Path, plan_path: Path, profile: dict[str, tuple],
     engine_cache.atomic_write(timing, bytes(cache.serialize()))
 
 
-def shape_profile(steps: int, frames: tuple, multiple: int, low: tuple | None = None, high: tuple | None = None) -> dict:
-    """{input: (min, opt, max)} for frames (N, H, W, 3); low/high (N, H, W) widen it to a range."""
+def shape_profile(steps: int, frames: tuple, multiple: int, low: tuple | None = None, high: tuple | None = None,
+                  temporal: bool = False) -> dict:
+    """{input: (min, opt, max)} for frames (N, H, W, 3); low/high (N, H, W) widen it to a range.
+    A temporal graph's `previous` input has the frames' shapes."""
     def both(n, h, w):
         return (n, h, w, 3), noise_shape(steps, n, h, w, multiple)
 
     lo, opt, hi = both(*(low or frames[:3])), both(*frames[:3]), both(*(high or frames[:3]))
-    return {"frames": (lo[0], opt[0], hi[0]), "noise": (lo[1], opt[1], hi[1])}
+    profile = {"frames": (lo[0], opt[0], hi[0]), "noise": (lo[1], opt[1], hi[1])}
+    if temporal:
+        profile["previous"] = profile["frames"]
+    return profile
 
 
 class TensorRTBackend:
@@ -80,17 +85,18 @@ class TensorRTBackend:
     device = "cuda"
 
     def __init__(self, task: str, device: str = "auto", steps: int = 1, noise: str | None = None,
-                 weights: str | None = None, fp16: bool | None = None, seed: int = 0):
+                 weights: str | None = None, fp16: bool | None = None, seed: int = 0, temporal: bool = False):
         if device == "cpu":
             raise BackendUnavailable("--backend tensorrt needs --device cuda (or auto) and an NVIDIA GPU")
         self.trt = import_tensorrt()
         self.precision = "fp32" if fp16 is False else "fp16"
-        path = Path(weights or default_weights(task, "cuda"))
+        path = Path(weights or default_weights(task, "cuda", temporal))
         model = load_model(path, "cpu")
         noise = noise or recommended_noise(path)
         self.model, self.steps, self.multiple = describe(task, path, steps, noise), steps, model.network.pad_multiple
         self.graph = cached_onnx(model, path, steps, self.precision == "fp16")
         self.noise = NoiseFeed(NoisePolicy(noise, seed), steps, self.multiple)
+        self.temporal = model.is_temporal
         self.runtime = self.trt.Runtime(self.trt.Logger(self.trt.Logger.WARNING))
         self._contexts: dict[tuple, object] = {}
         self._device_noise: tuple[np.ndarray | None, torch.Tensor | None] = (None, None)
@@ -100,7 +106,7 @@ class TensorRTBackend:
     def _context(self, frames_shape: tuple):
         """The execution context of the engine for this (N, H, W), from the cache or built now."""
         if frames_shape not in self._contexts:
-            profile = shape_profile(self.steps, frames_shape, self.multiple)
+            profile = shape_profile(self.steps, frames_shape, self.multiple, temporal=self.temporal)
             facts = {"artifact": "tensorrt-plan", "graph": engine_cache.file_sha256(self.graph),
                      "profile": {k: [list(s) for s in v] for k, v in profile.items()}, "precision": self.precision,
                      "runtime": f"tensorrt {self.trt.__version__}", **gpu_facts()}
@@ -126,13 +132,17 @@ class TensorRTBackend:
         return self._device_noise[1]
 
     @torch.inference_mode()
-    def submit(self, frames: np.ndarray) -> Done:
-        """Run one batch (N, H, W, 3) uint8 RGB on the engine for its shape."""
+    def submit(self, frames: np.ndarray, previous: np.ndarray | None = None) -> Done:
+        """Run one batch (N, H, W, 3) uint8 RGB on the engine for its shape (a temporal model also takes
+        each frame's previous restored frame, same shape; the frames themselves when None)."""
         start = time.perf_counter()
         context = self._context(tuple(frames.shape[:3]))
         with torch.cuda.stream(self.stream):
             inputs = {"frames": torch.from_numpy(np.ascontiguousarray(frames)).cuda(non_blocking=True),
                       "noise": self._noise_on_device(frames.shape)}
+            if self.temporal:
+                history = frames if previous is None else previous
+                inputs["previous"] = torch.from_numpy(np.ascontiguousarray(history)).cuda(non_blocking=True)
             out = torch.empty(frames.shape, dtype=torch.uint8, device="cuda")
             for name, tensor in inputs.items():
                 context.set_input_shape(name, tuple(tensor.shape))
@@ -143,7 +153,7 @@ class TensorRTBackend:
             result = out.cpu()
         return Done(result.numpy(), {"upload": 0.0, "restore": (time.perf_counter() - start) * 1e3, "download": 0.0})
 
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
-        done = self.submit(frames)
+    def __call__(self, frames: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+        done = self.submit(frames, previous)
         self.last_timings = dict(done.timings)
         return done.result()

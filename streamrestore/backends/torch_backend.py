@@ -31,20 +31,27 @@ def resolve_device(device: str) -> str:
 
 
 class FrameRestorer(torch.nn.Module):
-    """uint8 (N, H, W, 3) RGB -> uint8 (N, H, W, 3): normalise, pad, Algorithm 3, crop, quantise."""
+    """uint8 (N, H, W, 3) RGB -> uint8 (N, H, W, 3): normalise, pad, Algorithm 3, crop, quantise.
+
+    A temporal model also takes `previous`, each frame's previous restored frame (N, H, W, 3) uint8
+    (the frame itself where a stream starts afresh, streamrestore.temporal)."""
 
     def __init__(self, model, steps: int, noise: NoisePolicy):
         super().__init__()
         self.model, self.steps, self.noise = model, steps, noise
         self.multiple = model.network.pad_multiple
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def _normalised(self, frames: torch.Tensor) -> torch.Tensor:
         h, w = frames.shape[1:3]
-        mu = frames.permute(0, 3, 1, 2).float().div_(255)
+        x = frames.permute(0, 3, 1, 2).float().div_(255)
         pad_h, pad_w = -h % self.multiple, -w % self.multiple
-        if pad_h or pad_w:
-            mu = F.pad(mu, (0, pad_w, 0, pad_h), mode="replicate")
-        out = sample(self.model, self.model.schedule, mu, self.noise.draw(self.steps, mu))
+        return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+
+    def forward(self, frames: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+        h, w = frames.shape[1:3]
+        mu = self._normalised(frames)
+        history = self._normalised(previous) if previous is not None and self.model.is_temporal else None
+        out = sample(self.model, self.model.schedule, mu, self.noise.draw(self.steps, mu), previous=history)
         out = out[:, :, :h, :w].clamp_(0, 1).mul_(255).round_()
         return out.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
@@ -53,11 +60,11 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, task: str, device: str = "auto", steps: int = 1, noise: str | None = None,
-                 weights: str | None = None, fp16: bool | None = None, seed: int = 0):
+                 weights: str | None = None, fp16: bool | None = None, seed: int = 0, temporal: bool = False):
         self.device = resolve_device(device)
         if fp16 and self.device == "cpu":
             raise UserError("--fp16 needs --device cuda; on the CPU the torch backend runs FP32")
-        path = weights or default_weights(task, self.device)
+        path = weights or default_weights(task, self.device, temporal)
         model = load_model(path, self.device)
         self.noise = noise or recommended_noise(path)
         self.fp16 = self.device == "cuda" if fp16 is None else fp16
@@ -67,21 +74,25 @@ class TorchBackend:
         card = read_card(path)
         size = card.get("architecture", {}).get("size", "?")
         self.model = f"{task} {size} {card.get('kind', 'ir-cm')} {steps}-step, {self.noise} noise ({path.name if hasattr(path, 'name') else path})"
+        self.temporal = model.is_temporal
         self.restorer = FrameRestorer(model, steps, NoisePolicy(self.noise, seed)).eval()
         self.last_timings = {"upload": 0.0, "restore": 0.0, "download": 0.0}
         self._cuda = _CudaDoubleBuffer(self.restorer) if self.device == "cuda" else None
+        self.asynchronous = self._cuda is not None  # submit() returns before the GPU has finished
 
     @torch.inference_mode()
-    def submit(self, frames: np.ndarray):
-        """Queue a batch (N, H, W, 3) uint8; returns a Pending whose result() is the restored batch."""
+    def submit(self, frames: np.ndarray, previous: np.ndarray | None = None):
+        """Queue a batch (N, H, W, 3) uint8 (and, for a temporal model, each frame's previous restored
+        frame, same shape); returns a Pending whose result() is the restored batch."""
         if self._cuda is not None:
-            return self._cuda.submit(frames)
+            return self._cuda.submit(frames, previous)
         start = time.perf_counter()
-        out = self.restorer(torch.from_numpy(np.ascontiguousarray(frames))).numpy()
+        history = None if previous is None else torch.from_numpy(np.ascontiguousarray(previous))
+        out = self.restorer(torch.from_numpy(np.ascontiguousarray(frames)), history).numpy()
         return Done(out, {"upload": 0.0, "restore": (time.perf_counter() - start) * 1e3, "download": 0.0})
 
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
-        pending = self.submit(frames)
+    def __call__(self, frames: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+        pending = self.submit(frames, previous)
         out = pending.result()
         self.last_timings = dict(pending.timings)
         return out
@@ -100,8 +111,8 @@ class _Slot:
 
 
 class _CudaPending:
-    def __init__(self, slot: _Slot):
-        self.slot, self.timings = slot, {}
+    def __init__(self, slot: _Slot, n: int):
+        self.slot, self.n, self.timings = slot, n, {}
 
     def result(self) -> np.ndarray:
         e = self.slot.events
@@ -109,7 +120,7 @@ class _CudaPending:
         self.timings = {"upload": e["start"].elapsed_time(e["uploaded"]),
                         "restore": e["uploaded"].elapsed_time(e["restored"]),
                         "download": e["restored"].elapsed_time(e["done"])}
-        out = self.slot.host_out.numpy().copy()
+        out = self.slot.host_out.numpy()[:self.n].copy()
         self.slot.in_use = False
         return out
 
@@ -124,7 +135,10 @@ class _CudaDoubleBuffer:
         self.slots: list[_Slot | None] = [None, None]
         self.turn = 0
 
-    def submit(self, frames: np.ndarray) -> _CudaPending:
+    def submit(self, frames: np.ndarray, previous: np.ndarray | None = None) -> _CudaPending:
+        n = len(frames)
+        if previous is not None:  # one upload: the frames, then their previous restored frames
+            frames = np.concatenate([frames, previous])
         index, self.turn = self.turn, 1 - self.turn
         slot = self.slots[index]
         if slot is None or slot.shape != frames.shape:
@@ -137,12 +151,12 @@ class _CudaDoubleBuffer:
             slot.events["uploaded"].record()
         with torch.cuda.stream(self.compute), torch.inference_mode():
             self.compute.wait_event(slot.events["uploaded"])
-            out = self.restorer(slot.device_in)
+            out = self.restorer(slot.device_in[:n], slot.device_in[n:] if previous is not None else None)
             slot.events["restored"].record()
         with torch.cuda.stream(self.download):
             self.download.wait_event(slot.events["restored"])
             out.record_stream(self.download)
-            slot.host_out.copy_(out, non_blocking=True)
+            slot.host_out[:n].copy_(out, non_blocking=True)
             slot.events["done"].record()
         slot.in_use = True
-        return _CudaPending(slot)
+        return _CudaPending(slot, n)

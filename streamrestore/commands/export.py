@@ -96,10 +96,10 @@ def _build_plan(trt, model, onnx_path: Path, output: Path, args: argparse.Namesp
 
     multiple = model.network.pad_multiple
     if size:
-        profile = shape_profile(args.steps, (1, *size), multiple)
+        profile = shape_profile(args.steps, (1, *size), multiple, temporal=model.is_temporal)
     else:
         low, opt, high = DYNAMIC_PROFILE
-        profile = shape_profile(args.steps, opt, multiple, low, high)
+        profile = shape_profile(args.steps, opt, multiple, low, high, temporal=model.is_temporal)
     if args.noise != "input":
         profile.pop("noise")
     if output.suffix == ".onnx":

@@ -32,6 +32,10 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--two-step-weight", default=0.0, type=positive_float("--two-step-weight", zero_ok=True),
                    help="in nonlinear fitting, also train on the 2-step sampler's own output with this weight "
                         "(not in the paper; 0 keeps the paper's loss)")
+    p.add_argument("--clip-frames", default=0, type=positive_int("--clip-frames", minimum=0),
+                   help="train the temporal (recurrent) model on pseudo-clips of this many frames made from "
+                        "--data (camera paths and moving objects); with --init a one-frame checkpoint, its "
+                        "weights start the temporal model. 0: the one-frame model")
     p.add_argument("--seed", default=0, type=int)
     p.add_argument("--holdout-every", default=6, type=positive_int("--holdout-every", minimum=0),
                    help="hold out every N-th image of --data (sorted by name) for eval; 0 holds none out")
@@ -47,7 +51,7 @@ def add_parser(subparsers, name: str) -> None:
 def main(args) -> int:
     import torch
 
-    from streamrestore.data import PairedPatches, SyntheticPairs
+    from streamrestore.data import PairedPatches, SyntheticClips, SyntheticPairs
     from streamrestore.imagefiles import list_images, paired_files, split_holdout
     from streamrestore.training import STAGE_CHOICES, TrainConfig, train
 
@@ -62,10 +66,20 @@ def main(args) -> int:
         raise UserError(f"--init {args.init}: no such file")
     if args.data:
         files, held = split_holdout(list_images(args.data), args.holdout_every)
-        pairs = SyntheticPairs(files, args.task, args.patch, args.seed)
+        if args.clip_frames:
+            pairs = SyntheticClips(files, args.task, args.patch, args.clip_frames, args.seed)
+        else:
+            pairs = SyntheticPairs(files, args.task, args.patch, args.seed)
         data = {"kind": "synthetic degradations of clean photographs", "folder": str(args.data),
                 "images": [f.name for f in files], "held_out": [f.name for f in held],
                 "degradation": f"streamrestore.degradations.TRAIN_SAMPLERS[{args.task!r}]"}
+        if args.clip_frames:
+            data.update(kind=f"pseudo-clips of {args.clip_frames} frames from clean photographs (streamrestore.data."
+                             "SyntheticClips: camera paths, moving pasted objects)",
+                        degradation=f"streamrestore.degradations.CLIP_SAMPLERS[{args.task!r}] (parameters fixed per "
+                                    "clip, noise fresh per frame)")
+    elif args.clip_frames:
+        raise UserError("--clip-frames needs --data (pseudo-clips are made from clean photographs)")
     else:
         pair_list = paired_files(args.paired)
         pairs = PairedPatches(pair_list, args.patch, args.seed)
@@ -73,7 +87,7 @@ def main(args) -> int:
     config = TrainConfig(task=args.task, size=args.size, stages=STAGE_CHOICES[args.stage], iters=args.iters,
                          batch=args.batch, patch=args.patch, lr=args.lr, seed=args.seed, device=args.device,
                          sampling_time_fraction=args.sampling_time_fraction, two_step_weight=args.two_step_weight,
-                         perceptual_weights=args.perceptual_weights)
+                         perceptual_weights=args.perceptual_weights, clip_frames=args.clip_frames)
     card = {"date": datetime.date.today().isoformat(), "data": data,
             "kind": "cnn-baseline" if args.stage == "baseline" else "ir-cm"}
     train(config, pairs, out, resume=args.resume, card=card, progress=not args.quiet and sys.stderr.isatty(),

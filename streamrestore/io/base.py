@@ -42,6 +42,7 @@ class DecodedFrame:
     captured_at: float = 0.0  # time.monotonic() when the frame was decoded (or received live)
     duration: int | None = None  # in time_base units, None when unknown
     timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
+    discontinuity: str | None = None  # "corrupt" or "reconnect" when frames were lost just before this one
 
 
 class FrameSource(Protocol):
