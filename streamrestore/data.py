@@ -91,7 +91,7 @@ class SyntheticClips(SyntheticPairs):
     paths; the task's clip sampler keeps the degradation's parameters over the clip while its noise,
     rain streaks and grain are drawn fresh every frame."""
 
-    def __init__(self, files, task: str, patch: int, frames: int, seed: int = 0, static_share: float = 0.3):
+    def __init__(self, files, task: str, patch: int, frames: int, seed: int = 0, static_share: float = 0.4):
         super().__init__(files, task, patch, seed)
         self.frames, self.static_share = frames, static_share
         self.clip_degrade = CLIP_SAMPLERS[task]

@@ -110,7 +110,10 @@ class ConditionalNAFUNet(nn.Module):
         self.config = config
         w, td = config.width, config.time_dim
         self.time_mlp = nn.Sequential(nn.Linear(td, td), nn.SiLU(), nn.Linear(td, td))
-        self.intro = nn.Conv2d((6 + config.history_channels) * 4, w, 3, padding=1)
+        self.intro = nn.Conv2d(6 * 4, w, 3, padding=1)
+        # the previous restored frame enters through its own convolution, added to the intro's output:
+        # zero at the start (see add_history_input), and trainable at its own learning rate
+        self.history_intro = nn.Conv2d(config.history_channels * 4, w, 3, padding=1, bias=False) if config.history_channels else None
         self.encoders, self.downs = nn.ModuleList(), nn.ModuleList()
         for n in config.enc_blocks:
             self.encoders.append(nn.ModuleList([NAFBlock(w, td) for _ in range(n)]))
@@ -136,7 +139,9 @@ class ConditionalNAFUNet(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.config.time_dim).to(self.intro.weight.dtype))
-        h = self.intro(F.pixel_unshuffle(torch.cat([x, cond], dim=1), 2))
+        h = self.intro(F.pixel_unshuffle(torch.cat([x, cond[:, :3]], dim=1), 2))
+        if self.history_intro is not None:
+            h = h + self.history_intro(F.pixel_unshuffle(cond[:, 3:], 2))
         skips = []
         for blocks, down in zip(self.encoders, self.downs):
             for block in blocks:
@@ -153,13 +158,11 @@ class ConditionalNAFUNet(nn.Module):
 
 
 def add_history_input(network: ConditionalNAFUNet, channels: int = 3) -> ConditionalNAFUNet:
-    """A temporal copy of a one-frame network: `channels` more condition inputs whose intro weights
-    start at zero, so it computes exactly what the one-frame network did until training moves them."""
+    """A temporal copy of a one-frame network: `channels` more condition inputs whose convolution
+    starts at zero, so it computes exactly what the one-frame network did until training moves it."""
     config = NetworkConfig.from_dict({**network.config.to_dict(), "history_channels": channels})
     temporal = ConditionalNAFUNet(config)
-    state = network.state_dict()
-    old = state["intro.weight"]  # (w, 6*4, 3, 3): pixel-unshuffle puts each input channel's 4 phases together
-    state["intro.weight"] = torch.cat([old, old.new_zeros(old.shape[0], channels * 4, *old.shape[2:])], dim=1)
+    state = {**network.state_dict(), "history_intro.weight": torch.zeros_like(temporal.history_intro.weight)}
     temporal.load_state_dict(state)
     return temporal
 

@@ -47,6 +47,7 @@ class TrainConfig:
     checkpoint_seconds: float = 120.0
     perceptual_weights: str | None = None
     clip_frames: int = 0  # > 0: temporal training on pseudo-clips of this many frames (recurrent model)
+    history_lr_scale: float = 10.0  # the history convolution learns this much faster (and without decay)
 
 
 def sample_pair_index(batch: int, T: int, fraction: float, generator: torch.Generator) -> torch.Tensor:
@@ -93,6 +94,18 @@ def load_initial_network(model: ConsistencyModel, init_weights: str) -> None:
     model.network.load_state_dict(network.state_dict())
 
 
+def make_optimiser(model: ConsistencyModel, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; a temporal network's history convolution in its own group: `history_lr_scale` times the
+    rate and no weight decay, so the new input is learned within a short fine-tuning from a one-frame model."""
+    history = getattr(model.network, "history_intro", None)
+    new = list(history.parameters()) if history is not None else []
+    rest = [p for p in model.parameters() if all(p is not q for q in new)]
+    groups = [{"params": rest, "lr_scale": 1.0}]
+    if new:
+        groups.append({"params": new, "lr_scale": config.history_lr_scale, "weight_decay": 0.0})
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
 def state_path(out: Path) -> Path:
     return out.with_name(out.name + ".train.pt")
 
@@ -111,7 +124,7 @@ def train(config: TrainConfig, pairs, out: str | Path, resume: bool = False, car
         card["initialised_from"] = {"weights": Path(init_weights).name, "training": earlier.get("training"),
                                     "initialised_from": earlier.get("initialised_from")}
     perceptual = VGG16Perceptual(config.perceptual_weights).to(config.device) if config.perceptual_weights else fft_amplitude_l1
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimiser = make_optimiser(model, config)
     log = {"stage_index": 0, "iteration": 0, "curve": [], "seconds": 0.0}
     if resume and state_path(out).is_file():
         saved = torch.load(state_path(out), map_location=config.device, weights_only=True)
@@ -125,7 +138,7 @@ def train(config: TrainConfig, pairs, out: str | Path, resume: bool = False, car
     while log["stage_index"] < len(config.stages):
         stage = config.stages[log["stage_index"]]
         if log["iteration"] == 0 and log["stage_index"] > 0:
-            optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+            optimiser = make_optimiser(model, config)
         bar = tqdm(total=config.iters, initial=log["iteration"], desc=f"{config.task} {stage}", disable=not progress,
                    dynamic_ncols=True)
         while log["iteration"] < config.iters:
@@ -150,7 +163,7 @@ def train(config: TrainConfig, pairs, out: str | Path, resume: bool = False, car
 def training_step(model, optimiser, pairs, config: TrainConfig, stage: str, generator, step: int,
                   perceptual=fft_amplitude_l1):
     for group in optimiser.param_groups:
-        group["lr"] = learning_rate(config, step)
+        group["lr"] = learning_rate(config, step) * group.get("lr_scale", 1.0)
     lq, hq = (x.to(config.device) for x in pairs.batch(config.batch))
     previous = None
     if config.clip_frames:  # pseudo-clips (K, N, ...): restore up to the last frame, then train on it
@@ -178,10 +191,11 @@ def training_step(model, optimiser, pairs, config: TrainConfig, stage: str, gene
 def recurrent_history(model: ConsistencyModel, clips: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
     """The previous restored frame for the last frame of each clip (K, N, 3, H, W), as inference makes it:
     1-step restores of frames 0..K-2 in turn, each fed the one before, rounded to 8 bits (the stream
-    state is the uint8 output). Each clip starts its history at a random frame, so a share of the batch
-    trains the first frame of a stream (no history: None there, i.e. mu, for every clip when all start last)."""
+    state is the uint8 output). Most clips start their history at frame 0 (the longest history); the
+    rest at a random frame, so a share of the batch trains the first frame of a stream (previous = mu)."""
     k, n = clips.shape[:2]
     start = torch.randint(0, k, (n,), generator=generator)
+    start = torch.where(torch.rand(n, generator=generator) < 0.7, torch.zeros_like(start), start)
     previous = clips[-1].clone()  # no history: the model's convention is previous = mu
     noises = sampling_noises(clips[0], generator)[:1]
     history = None

@@ -32,7 +32,7 @@ def temporal_model(seed: int = 0) -> ConsistencyModel:
     model = perturbed_model(seed=seed)
     temporal = ConsistencyModel(add_history_input(model.network), model.schedule)
     with torch.no_grad():
-        temporal.network.intro.weight[:, 24:].normal_(0, 0.2)
+        temporal.network.history_intro.weight.normal_(0, 0.2)
     return temporal.eval()
 
 
