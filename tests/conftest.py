@@ -3,6 +3,8 @@ import pytest
 import torch
 
 from streamrestore.checkpoint import save_model
+from streamrestore.consistency import ConsistencyModel
+from streamrestore.network import add_history_input
 from streamrestore.training import build_model
 
 
@@ -19,4 +21,20 @@ def perturbed_model(size: str = "small", seed: int = 0):
 def tiny_weights(tmp_path):
     path = tmp_path / "tiny.safetensors"
     save_model(path, perturbed_model(), {"task": "denoise", "kind": "ir-cm", "architecture": {"size": "small"}})
+    return path
+
+
+def temporal_model(seed: int = 0) -> ConsistencyModel:
+    """A small temporal model whose history input really changes the output."""
+    model = perturbed_model(seed=seed)
+    temporal = ConsistencyModel(add_history_input(model.network), model.schedule)
+    with torch.no_grad():
+        temporal.network.history_intro.weight.normal_(0, 0.2)
+    return temporal.eval()
+
+
+@pytest.fixture
+def temporal_weights(tmp_path):
+    path = tmp_path / "tiny-temporal.safetensors"
+    save_model(path, temporal_model(), {"task": "denoise", "kind": "ir-cm", "architecture": {"size": "small"}})
     return path

@@ -173,3 +173,42 @@ def test_cli_streams_yaml_and_live_options(rtsp_server, tmp_path):
     assert main(["run", rtsp_server.url("cam"), "--task", "passthrough", "-o", str(tmp_path / "c.mp4"),
                  "--profile", "driving", "--duration", "1.5", "--quiet"]) == 0
     assert 15 <= len(read_video(tmp_path / "c.mp4")) <= 30
+
+
+@pytest.mark.rtsp
+def test_temporal_state_resets_when_the_camera_reconnects(rtsp_server, temporal_weights):
+    from streamrestore.backends.registry import create_backend
+    from streamrestore.pipeline import run_pipeline
+    from streamrestore.report import LatencyReport
+
+    engine = create_backend("denoise", backend="torch", device="cpu", weights=str(temporal_weights), noise="zero")
+    source = RtspSource(rtsp_server.url("cam"), duration=7.0, stall_timeout=1.0, reconnect=FAST_RETRY)
+
+    class Sink:
+        written: list = []
+
+        def write(self, image, frame):
+            self.written.append((image, frame))
+
+        def close(self, complete=True):
+            return len(self.written)
+
+        def abort(self):
+            pass
+
+    def kill_and_restart():
+        time.sleep(1.5)
+        rtsp_server.stop()
+        time.sleep(0.5)
+        rtsp_server.start()
+
+    threading.Thread(target=kill_and_restart, daemon=True).start()
+    sink, report = Sink(), LatencyReport()
+    run_pipeline(source, engine, sink, report=report)
+    assert source.reconnects >= 1 and report.resets.get("reconnect", 0) >= 1
+    after = [(image, frame) for image, frame in sink.written if frame.discontinuity == "reconnect"]
+    assert after, "the first frame after the reconnect is marked"
+    for image, frame in after:  # restored from itself: nothing of the frames before the drop reaches it
+        alone = engine(frame.image[None], frame.image[None])[0]
+        assert np.abs(image.astype(np.int16) - alone).max() <= 1
+    assert len(sink.written) > len(after) + 10  # frames kept flowing after the reconnect

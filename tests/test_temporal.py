@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import perturbed_model
+from conftest import perturbed_model, temporal_model
 from media import make_clip, synth_image
 from streamrestore import Restorer
 from streamrestore.backends.registry import create_backend
@@ -25,22 +25,6 @@ from streamrestore.pipeline import run_pipeline
 from streamrestore.report import LatencyReport
 from streamrestore.temporal import StreamHistory
 from streamrestore.training import build_model, load_initial_network, recurrent_history
-
-
-def temporal_model(seed: int = 0) -> ConsistencyModel:
-    """A small temporal model whose history inputs really change the output."""
-    model = perturbed_model(seed=seed)
-    temporal = ConsistencyModel(add_history_input(model.network), model.schedule)
-    with torch.no_grad():
-        temporal.network.history_intro.weight.normal_(0, 0.2)
-    return temporal.eval()
-
-
-@pytest.fixture
-def temporal_weights(tmp_path):
-    path = tmp_path / "tiny-temporal.safetensors"
-    save_model(path, temporal_model(), {"task": "denoise", "kind": "ir-cm", "architecture": {"size": "small"}})
-    return path
 
 
 def test_grown_network_starts_as_the_one_frame_network():
