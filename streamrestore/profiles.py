@@ -2,17 +2,21 @@
 
 driving: one camera, batch 1, latest-frame policy, short timeouts: the lowest latency.
 surveillance: many cameras, frames batched across streams, every frame kept: throughput first.
-Options given on the command line win over the profile.
+Both encode with x264 `veryfast` and `zerolatency` (streamrestore.io.encoding). Options given on
+the command line win over the profile.
 """
 from __future__ import annotations
 
 from streamrestore.errors import UserError
+from streamrestore.io.encoding import LIVE_DEFAULT, check_speed
 
 PROFILES: dict[str, dict] = {
-    "driving": {"batch": 1, "live_policy": "latest", "stall_timeout": 2.0, "batch_wait_ms": 0.0},
-    "surveillance": {"batch": 8, "live_policy": "all", "stall_timeout": 5.0, "batch_wait_ms": 30.0},
+    "driving": {"batch": 1, "live_policy": "latest", "stall_timeout": 2.0, "batch_wait_ms": 0.0, **LIVE_DEFAULT},
+    "surveillance": {"batch": 8, "live_policy": "all", "stall_timeout": 5.0, "batch_wait_ms": 30.0, **LIVE_DEFAULT},
 }
-DEFAULTS = {"batch": 1, "live_policy": "latest", "stall_timeout": 3.0, "batch_wait_ms": 0.0}
+# preset/tune None: the sink picks the live default for live sources, x264's `medium` for files.
+DEFAULTS = {"batch": 1, "live_policy": "latest", "stall_timeout": 3.0, "batch_wait_ms": 0.0, "preset": None,
+            "tune": None}
 
 
 def profile_settings(name: str | None) -> dict:
@@ -45,11 +49,29 @@ def add_live_arguments(parser) -> None:
 
 def apply_profile(args) -> None:
     """Fill the options left unset from the profile (command-line values win)."""
+    check_encoder_speed(args)
     settings = profile_settings(args.profile)
     args.batch = args.batch or settings["batch"]
     args.live_policy = args.live_policy or settings["live_policy"]
     args.stall_timeout = args.stall_timeout or settings["stall_timeout"]
     args.batch_wait_ms = settings["batch_wait_ms"]
+    args.preset = getattr(args, "preset", None) or settings["preset"]
+    args.tune = getattr(args, "tune", None) or settings["tune"]
+
+
+def check_encoder_speed(args) -> None:
+    """UserError when the --preset / --tune given do not fit the encoder of OUTPUT."""
+    from streamrestore.io import is_live
+    from streamrestore.io.video import default_codec
+
+    preset, tune = getattr(args, "preset", None), getattr(args, "tune", None)
+    if preset is None and tune is None:
+        return
+    if args.streams:  # multistream opens its sinks with codec and crf only
+        raise UserError(f"{'--preset' if preset else '--tune'}: not applied to --streams outputs yet; leave it out "
+                        "(live feeds encode with veryfast, zerolatency)")
+    output = args.output or ""
+    check_speed(args.codec or ("libx264" if is_live(output) else default_codec(output)), preset, tune)
 
 
 def live_source_options(args, spec: str, policy: str | None = None, reconnect: str | None = None) -> dict:

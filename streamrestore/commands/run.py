@@ -10,7 +10,8 @@ import av
 from streamrestore.backends.registry import BACKEND_NAMES, create_backend
 from streamrestore.errors import UserError
 from streamrestore.io import check_output, open_sink, open_source
-from streamrestore.options import positive_int
+from streamrestore.io.encoding import ALL_TUNES, PRESETS
+from streamrestore.options import choice, positive_int
 from streamrestore.pipeline import run_pipeline
 from streamrestore.profiles import add_live_arguments, apply_profile, live_source_options, open_output
 from streamrestore.report import LatencyReport
@@ -36,6 +37,10 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--weights", help="checkpoint file instead of the task's shipped one")
     p.add_argument("--codec", help="video encoder (default libx264; libvpx-vp9 for .webm)")
     p.add_argument("--crf", type=positive_int("--crf", minimum=0, maximum=63), help="encoder quality, 0 = lossless (default: the encoder's)")
+    p.add_argument("--preset", type=choice("--preset", PRESETS),
+                   help="x264/x265 speed: ultrafast ... placebo (default: veryfast for live feeds, medium for files)")
+    p.add_argument("--tune", type=choice("--tune", ALL_TUNES),
+                   help="x264/x265 tune, e.g. zerolatency, film, grain (default: zerolatency for live feeds, none for files)")
     p.add_argument("--report", metavar="JSON", help="write per-frame latencies and the summary as JSON")
     p.add_argument("--csv", metavar="CSV", help="write per-frame latencies as CSV")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
@@ -75,7 +80,8 @@ def main(args: argparse.Namespace) -> int:
         backend = create_backend(args.task, backend=args.backend, device=args.device, steps=args.steps,
                                  noise=args.noise, weights=args.weights)
         sink = open_output(lambda path, info: open_sink(path, info, source=args.input, codec=args.codec,
-                                                        crf=args.crf), args.output, source.info, args.segment_time)
+                                                        crf=args.crf, preset=args.preset, tune=args.tune),
+                           args.output, source.info, args.segment_time)
     except ModuleNotFoundError as exc:
         source.close()
         raise UserError(f"--task {args.task}: its backend is not available in this build "

@@ -38,14 +38,16 @@ def open_source(spec: str, **live_options) -> FrameSource:
 
 
 def open_sink(spec: str, info: StreamInfo, *, source: str | None = None, codec: str | None = None,
-              crf: int | None = None, **live_options) -> FrameSink:
+              crf: int | None = None, preset: str | None = None, tune: str | None = None,
+              **live_options) -> FrameSink:
     """The sink for OUTPUT; `source` (INPUT) is where audio/subtitle streams are copied from.
+    `preset` / `tune`: x264/x265 speed (streamrestore.io.encoding; None: the live or file default).
 
     OUTPUT forms: `clip.mp4` (any container FFmpeg writes), `image.png`, `folder` or `folder/`
     (PNG files), `folder/*.jpg` (files in another format), `rtsp://...` (live).
     """
     if is_live(spec):
-        return _live_module().open_sink(spec, info, codec=codec, **live_options)
+        return _live_module().open_sink(spec, info, codec=codec, preset=preset, tune=tune, **live_options)
     folder, suffix = image_folder_target(spec, info)
     if folder is not None:
         return ImageSink(folder, single=False, suffix=suffix)
@@ -56,7 +58,7 @@ def open_sink(spec: str, info: StreamInfo, *, source: str | None = None, codec: 
     from streamrestore.io.video import VideoFileSink
 
     copy_from = source if source and not is_live(source) and os.path.isfile(source) else None
-    return VideoFileSink(spec, info, codec=codec, crf=crf, copy_from=copy_from)
+    return VideoFileSink(spec, info, codec=codec, crf=crf, copy_from=copy_from, preset=preset, tune=tune)
 
 
 def image_folder_target(spec: str, info: StreamInfo) -> tuple[str | None, str]:

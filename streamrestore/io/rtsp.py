@@ -30,6 +30,7 @@ import numpy as np
 
 from streamrestore.errors import UserError
 from streamrestore.io.base import DecodedFrame, FrameSink, StreamInfo
+from streamrestore.io.encoding import speed_options
 from streamrestore.io.video import ColourConverter
 
 log = logging.getLogger("streamrestore.rtsp")
@@ -299,7 +300,8 @@ class RtspSource:
 
 
 class H264Sink:
-    """Encodes restored frames to H.264 (libx264, zero latency) into a file or an RTSP publisher.
+    """Encodes restored frames to H.264 (libx264; by default veryfast, zero latency) into a file or an
+    RTSP publisher.
 
     pts come from each frame (rescaled to 1/90000); a non-increasing one is nudged forward by one
     tick so the encoder and muxer accept it. `realtime=True` paces writes by pts (publishing a file).
@@ -307,7 +309,8 @@ class H264Sink:
 
     def __init__(self, target: str, info: StreamInfo, *, format: str | None = None,
                  options: dict[str, str] | None = None, gop_seconds: float = 1.0, crf: int = 23,
-                 realtime: bool = False, open_timeout: float = 5.0) -> None:
+                 realtime: bool = False, open_timeout: float = 5.0, preset: str | None = None,
+                 tune: str | None = None) -> None:
         self.target, self.info, self.realtime = target, info, realtime
         try:
             self.container = av.open(target, "w", format=format, options=options or {}, timeout=open_timeout)
@@ -320,7 +323,7 @@ class H264Sink:
         self.stream.time_base = TIME_BASE
         self.stream.codec_context.time_base = TIME_BASE
         self.stream.codec_context.gop_size = max(1, round(float(rate) * gop_seconds))
-        self.stream.codec_context.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": str(crf)}
+        self.stream.codec_context.options = {**speed_options("libx264", preset, tune, live=True), "crf": str(crf)}
         self._colour = ColourConverter(info.colour.get("colorspace", 2), info.colour.get("color_range", 0),
                                        "yuv420p", self.stream.height)
         for key in ("colorspace", "color_range", "color_primaries", "color_trc"):
@@ -369,9 +372,11 @@ class H264Sink:
             pass
 
 
-def rtsp_sink(url: str, info: StreamInfo, *, transport: str = "tcp", realtime: bool = False) -> H264Sink:
+def rtsp_sink(url: str, info: StreamInfo, *, transport: str = "tcp", realtime: bool = False,
+              preset: str | None = None, tune: str | None = None) -> H264Sink:
     """Publish restored frames to an RTSP server (RECORD) so any player can watch them."""
-    return H264Sink(url, info, format="rtsp", options={"rtsp_transport": transport}, realtime=realtime)
+    return H264Sink(url, info, format="rtsp", options={"rtsp_transport": transport}, realtime=realtime,
+                    preset=preset, tune=tune)
 
 
 class SegmentedSink:

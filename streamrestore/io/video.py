@@ -25,6 +25,7 @@ from av.video.reformatter import Interpolation
 from streamrestore.errors import UserError
 from streamrestore.io import ycbcr
 from streamrestore.io.base import DecodedFrame, StreamInfo
+from streamrestore.io.encoding import speed_options
 
 # H.273 MatrixCoefficients -> swscale matrix name, for the formats ycbcr does not convert.
 _SWS_MATRIX = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "ITU601", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
@@ -178,7 +179,7 @@ class VideoFileSink:
     """
 
     def __init__(self, path: str, info: StreamInfo, *, codec: str | None = None, crf: int | None = None,
-                 copy_from: str | None = None) -> None:
+                 copy_from: str | None = None, preset: str | None = None, tune: str | None = None) -> None:
         self.dest = Path(path)
         self.tmp = temporary_path(self.dest)
         self.info = info
@@ -190,13 +191,14 @@ class VideoFileSink:
         except (av.FFmpegError, ValueError) as exc:
             raise UserError(f"{path}: cannot write this kind of file ({exc}); use e.g. .mp4 or .mkv") from None
         try:
-            self.stream = self._add_video(codec or default_codec(path), crf)
+            self.stream = self._add_video(codec or default_codec(path), crf, preset, tune)
             self._copy = _StreamCopier(copy_from, self.container) if copy_from else None
         except BaseException:
             self.abort()
             raise
 
-    def _add_video(self, codec_name: str, crf: int | None) -> av.video.stream.VideoStream:
+    def _add_video(self, codec_name: str, crf: int | None, preset: str | None,
+                   tune: str | None) -> av.video.stream.VideoStream:
         info = self.info
         stream = self.container.add_stream(codec_name, rate=info.average_rate or Fraction(25))
         stream.width, stream.height = info.width, info.height
@@ -209,8 +211,11 @@ class VideoFileSink:
                 setattr(cc, key, info.colour[key])
         if info.sample_aspect_ratio:
             cc.sample_aspect_ratio = info.sample_aspect_ratio
+        options = speed_options(codec_name, preset, tune, live=info.is_live)
         if crf is not None:  # x264's crf 0 is lossy above 8 bits; qp 0 is lossless at any depth
-            stream.options = {"qp": "0"} if crf == 0 and codec_name == "libx264" else {"crf": str(crf)}
+            options.update({"qp": "0"} if crf == 0 and codec_name == "libx264" else {"crf": str(crf)})
+        if options:
+            stream.options = options
         self._colour = ColourConverter(info.colour.get("colorspace", 2), info.colour.get("color_range", 0),
                                        stream.pix_fmt, info.height)
         return stream
