@@ -2,6 +2,7 @@
 and the four measurements (model only, file pipeline, naive baseline, several streams)."""
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import platform
@@ -260,14 +261,15 @@ def _timed(source: VideoFileSource):
 
 
 def surveillance(clip: str, backend, out_dir: Path, streams: int, batch: int, batch_wait_ms: float,
-                 warmup: int) -> dict:
-    """`streams` feeds of `clip` on one backend (streamrestore.multistream): aggregate and per-stream FPS."""
+                 warmup: int, encoder: dict | None = None) -> dict:
+    """`streams` feeds of `clip` on one backend (streamrestore.multistream): aggregate and per-stream FPS.
+    `encoder`: the sinks' preset and tune (the profile's)."""
     from streamrestore.multistream import StreamSpec, run_streams
 
     specs = [StreamSpec(f"stream{i + 1}", clip, str(out_dir / f"stream{i + 1}.mp4")) for i in range(streams)]
     started = time.perf_counter()
     reports = run_streams(specs, backend, open_source=lambda s: VideoFileSource(s.input),
-                          open_sink=lambda s, info: VideoFileSink(s.output, info), batch=batch,
+                          open_sink=lambda s, info: VideoFileSink(s.output, info, **(encoder or {})), batch=batch,
                           batch_wait_ms=batch_wait_ms)
     wall = time.perf_counter() - started
     for spec in specs:
@@ -284,3 +286,26 @@ def surveillance(clip: str, backend, out_dir: Path, streams: int, batch: int, ba
             "per_stream_fps_min": min(per_stream), "end_to_end_ms": percentiles(latencies),
             "end_to_end_samples_ms": latencies,
             "batch_sizes": sorted({rec["batch"] for r in reports for rec in r.records}), "errors": errors}
+
+
+def encoder_speed(clip: str, preset: str, tune: str | None) -> dict:
+    """libx264 alone (crf 23) on the clip's decoded yuv420p frames, into memory: wall and CPU
+    milliseconds (all encoder threads) per frame, the flush of its look-ahead included, and size."""
+    with av.open(clip) as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(stream))
+        rate = stream.average_rate or Fraction(30)
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="h264") as out:
+        options = {"preset": preset, **({"tune": tune} if tune else {})}
+        video = out.add_stream("libx264", rate=rate, options=options)
+        video.width, video.height, video.pix_fmt = frames[0].width, frames[0].height, "yuv420p"
+        wall, cpu = time.perf_counter(), time.process_time()
+        for index, frame in enumerate(frames):
+            frame.pts = index
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    n = len(frames)
+    return {"preset": preset, "tune": tune, "frames": n, "wall_ms_per_frame": round(wall * 1e3 / n, 2),
+            "cpu_ms_per_frame": round(cpu * 1e3 / n, 2), "kbytes_per_frame": round(len(buffer.getvalue()) / 1e3 / n, 2)}

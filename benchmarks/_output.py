@@ -25,6 +25,8 @@ def markdown(data: dict) -> str:
         lines += _single_stream_table(data) + [""]
     if data["surveillance"]:
         lines += _surveillance_table(data) + [""]
+    if data.get("encoder"):
+        lines += _encoder_table(data) + [""]
     for skip in data["skipped"]:
         lines.append(f"- skipped: {skip['backend']} {skip['precision']} {skip['steps']}-step: {skip['reason']}")
     lines += ["", "Speed-up: pipeline FPS over the naive baseline (sequential decode, PyTorch eager FP32 one "
@@ -54,6 +56,17 @@ def _single_stream_table(data: dict) -> list[str]:
     return lines
 
 
+def _encoder_table(data: dict) -> list[str]:
+    """libx264 alone: what each --preset / --tune costs per frame (CPU ms: all encoder threads)."""
+    lines = ["| encoder (libx264, crf 23) | res | preset | tune | wall ms/frame | CPU ms/frame | kB/frame |",
+             "|---|---|---|---|---|---|---|"]
+    for r in data["encoder"]:
+        lines.append(f"| libx264 | {r['resolution']} | {r['preset']} | {r['tune'] or '-'} | "
+                     f"{_num(r['wall_ms_per_frame'], 1)} | {_num(r['cpu_ms_per_frame'], 1)} | "
+                     f"{_num(r['kbytes_per_frame'], 1)} |")
+    return lines
+
+
 def _surveillance_table(data: dict) -> list[str]:
     lines = ["| surveillance | precision | res | steps | streams | aggregate FPS | per-stream FPS (min) "
              "| e2e p99 ms | speed-up | host peak MB | GPU peak MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -66,9 +79,16 @@ def _surveillance_table(data: dict) -> list[str]:
     return lines
 
 
-def plot(data: dict, path: Path) -> None:
-    """FPS by resolution per backend (baseline dashed), and the latency distribution per config."""
-    import matplotlib
+PLOT_NEEDS = "matplotlib is not installed: no latency.png (pip install matplotlib, or pip install -e '.[test]')"
+
+
+def plot(data: dict, path: Path) -> bool:
+    """FPS by resolution per backend (baseline dashed), and the latency distribution per config.
+    False, and nothing written, when matplotlib is not installed (it is optional: the `test` extra)."""
+    try:
+        import matplotlib
+    except ModuleNotFoundError:
+        return False
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
@@ -99,6 +119,7 @@ def plot(data: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+    return True
 
 
 def _latency_samples(data: dict) -> tuple[list, list]:

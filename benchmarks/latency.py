@@ -2,13 +2,16 @@
 
     python benchmarks/latency.py [--backends ...] [--resolutions 480p 720p 1080p] [--steps 1 2]
         [--profile driving|surveillance|all] [--frames N] [--out DIR] [--quick]
+        [--encoder-presets ultrafast ... slow] [--encoder-tunes none zerolatency]
 
 Per configuration: model-only latency (p50, p99), the threaded file pipeline's FPS and end-to-end
 p50/p99 on H.264 clips made at each resolution (vtest.avi scaled when it is there), peak host and
 GPU memory, and the speed-up over a naive baseline run in the same process (sequential decode,
 PyTorch eager FP32 one frame at a time, encode). Driving: batch 1 on a feed paced at 30 fps, p99
 end-to-end against the 33 ms frame interval. Surveillance: K streams at 720p on one engine,
-aggregate and per-stream FPS. Writes latency.json, latency.md and latency.png into --out.
+aggregate and per-stream FPS. Encoder: libx264 alone at each resolution, per preset and tune (what
+`run --preset/--tune` choose between), wall and CPU ms per frame. Writes latency.json, latency.md and
+latency.png (when matplotlib is installed) into --out.
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16")
 RESOLUTIONS = {"480p": (854, 480), "720p": (1280, 720), "1080p": (1920, 1080)}
 DRIVING_RATE = 30  # fps of the paced driving feed: the p99 budget is one frame interval
+ENCODER_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow")
+ENCODER_TUNES = ("none", "zerolatency")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,6 +86,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--task", default="denoise", help="whose weights (latency does not depend on the task)")
     p.add_argument("--weights", help="checkpoint instead of engines/{task}-small.safetensors")
     p.add_argument("--out", default="benchmarks/results", help="folder for latency.json/.md/.png")
+    p.add_argument("--encoder-presets", nargs="*", choices=ENCODER_PRESETS, default=list(ENCODER_PRESETS),
+                   help="libx264 presets to time at each resolution (none: skip the encoder rows)")
+    p.add_argument("--encoder-tunes", nargs="+", choices=ENCODER_TUNES, default=list(ENCODER_TUNES),
+                   help="with each preset: no tune and/or zerolatency (the live default)")
+    p.add_argument("--encoder-frames", type=_positive, help="frames per encoder timing (default 30; --quick 10)")
     p.add_argument("--quick", action="store_true", help="a small run: under 2 minutes on a 2-core CPU")
     args = p.parse_args(argv)
     quick = args.quick
@@ -89,6 +99,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.iters = args.iters or (4 if quick else 20)
     args.warmup = 1 if quick or args.frames < 10 else 3
     args.stream_frames = min(args.frames, 3) if quick else args.frames
+    args.encoder_frames = args.encoder_frames or (10 if quick else 30)
     if args.frames < 2:
         p.error("--frames: use 2 or more")
     args.command = shlex.join(["python", "benchmarks/latency.py", *argv])
@@ -257,7 +268,7 @@ def run_surveillance(args, engine, clips: Clips, tmp: Path, base: dict) -> dict:
     settings = PROFILES["surveillance"]
     result = measured(_bench.surveillance, clips.get(args.stream_resolution, args.stream_frames), engine, tmp,
                       args.streams, args.stream_batch or settings["batch"], settings["batch_wait_ms"],
-                      0 if args.quick else args.warmup)
+                      0 if args.quick else args.warmup, {"preset": settings["preset"], "tune": settings["tune"]})
     memory = {k: result.pop(k) for k in ("host_peak_mb", "gpu_peak_mb", "host_peak_reset")}
     return {"resolution": args.stream_resolution, "result": result,
             "speedup": round(result["aggregate_fps"] / base["fps"], 3), **memory}
@@ -274,7 +285,22 @@ def run_all(args, tmp: Path, data: dict) -> None:
         for backend in args.backends:
             for precision in args.precisions:
                 run_backend(args, clips, tmp, data, backend, precision, steps, by_res)
+    data["encoder"] = run_encoder(args, clips)
     data["clips"] = clips.content
+
+
+def run_encoder(args, clips: Clips) -> list[dict]:
+    """libx264 alone per resolution x preset x tune, on the same content as the pipeline runs."""
+    rows = []
+    for res in args.resolutions if args.encoder_presets else ():
+        clip = clips.get(res, args.encoder_frames)
+        for preset in args.encoder_presets:
+            for tune in args.encoder_tunes:
+                row = {"resolution": res, **_bench.encoder_speed(clip, preset, None if tune == "none" else tune)}
+                rows.append(row)
+                note(f"encoder {res} {preset} {tune}: {row['wall_ms_per_frame']:.1f} ms/frame wall, "
+                     f"{row['cpu_ms_per_frame']:.1f} CPU ms/frame")
+    return rows
 
 
 def run_backend(args, clips: Clips, tmp: Path, data: dict, backend: str, precision: str, steps: int,
@@ -326,9 +352,12 @@ def main(argv: list[str] | None = None) -> int:
 def write(data: dict, out: Path) -> None:
     (out / "latency.json").write_text(json.dumps(data, indent=1) + "\n")
     (out / "latency.md").write_text(_output.markdown(data))
-    _output.plot(data, out / "latency.png")
+    plotted = _output.plot(data, out / "latency.png")
     print(_output.markdown(data))
-    note(f"wrote {out / 'latency.json'}, latency.md, latency.png ({data['wall_seconds']:.0f} s)")
+    if not plotted:
+        (out / "latency.png").unlink(missing_ok=True)  # an older run's plot would not match these figures
+        note(_output.PLOT_NEEDS)
+    note(f"wrote {out / 'latency.json'}, latency.md{', latency.png' if plotted else ''} ({data['wall_seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

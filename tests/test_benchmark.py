@@ -30,7 +30,7 @@ def test_quick_tiny_run_writes_json_markdown_and_plot(tmp_path, random_weights):
     out = tmp_path / "bench"
     result = bench("--quick", "--resolutions", "64x48", "--stream-resolution", "48x32", "--frames", "4",
                    "--streams", "2", "--iters", "2", "--backends", "torch", "tensorrt", "--threads", "1",
-                   "--weights", random_weights, "--out", str(out))
+                   "--weights", random_weights, "--encoder-presets", "ultrafast", "medium", "--out", str(out))
     assert result.returncode == 0, result.stderr
     data = json.loads((out / "latency.json").read_text())
     assert {"machine", "versions", "configuration", "weights", "baseline", "driving", "surveillance",
@@ -52,6 +52,28 @@ def test_quick_tiny_run_writes_json_markdown_and_plot(tmp_path, random_weights):
     assert "| naive baseline (torch eager) | fp32 | 64x48 | 1 |" in table and "| torch | fp32 | 64x48 | 1 |" in table
     assert "aggregate FPS" in table and "randomly initialised" not in table
     assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = [(r["resolution"], r["preset"], r["tune"]) for r in data["encoder"]]
+    assert rows == [("64x48", "ultrafast", None), ("64x48", "ultrafast", "zerolatency"), ("64x48", "medium", None),
+                    ("64x48", "medium", "zerolatency")]
+    assert all(r["frames"] == 10 and r["cpu_ms_per_frame"] > 0 and r["kbytes_per_frame"] > 0 for r in data["encoder"])
+    assert "| libx264 | 64x48 | medium | zerolatency |" in table
+
+
+def test_without_matplotlib_the_plot_is_skipped_in_one_line(tmp_path, random_weights):
+    """The README's set-up installs matplotlib; without it the run still finishes and says what to install."""
+    out = tmp_path / "bench"
+    argv = [str(SCRIPT), "--quick", "--resolutions", "64x48", "--frames", "2", "--iters", "1", "--backends", "torch",
+            "--profile", "driving", "--threads", "1", "--weights", random_weights, "--encoder-presets", "ultrafast",
+            "--encoder-tunes", "none", "--out", str(out)]
+    code = ("import runpy, sys; sys.modules['matplotlib'] = None; "  # what `import matplotlib` meets when missing
+            f"sys.path.insert(0, {str(SCRIPT.parent)!r}); sys.argv = {argv!r}; "
+            f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    said = [line for line in result.stderr.splitlines() if "matplotlib is not" in line]
+    assert len(said) == 1 and "pip install" in said[0], result.stderr
+    assert (out / "latency.json").is_file() and (out / "latency.md").is_file()
+    assert not (out / "latency.png").exists()
 
 
 @pytest.mark.parametrize("args, words", [
