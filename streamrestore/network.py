@@ -111,8 +111,9 @@ class ConditionalNAFUNet(nn.Module):
         w, td = config.width, config.time_dim
         self.time_mlp = nn.Sequential(nn.Linear(td, td), nn.SiLU(), nn.Linear(td, td))
         self.intro = nn.Conv2d(6 * 4, w, 3, padding=1)
-        # the previous restored frame enters through its own convolution, added to the intro's output:
-        # zero at the start (see add_history_input), and trainable at its own learning rate
+        # the previous restored frame enters through its own convolution of (previous - cond), added to
+        # the intro's output: zero at the start (add_history_input), trainable at its own rate, and
+        # silent whatever its weights when previous = cond (a stream's first frame, a reset)
         self.history_intro = nn.Conv2d(config.history_channels * 4, w, 3, padding=1, bias=False) if config.history_channels else None
         self.encoders, self.downs = nn.ModuleList(), nn.ModuleList()
         for n in config.enc_blocks:
@@ -141,7 +142,7 @@ class ConditionalNAFUNet(nn.Module):
         emb = self.time_mlp(timestep_embedding(t, self.config.time_dim).to(self.intro.weight.dtype))
         h = self.intro(F.pixel_unshuffle(torch.cat([x, cond[:, :3]], dim=1), 2))
         if self.history_intro is not None:
-            h = h + self.history_intro(F.pixel_unshuffle(cond[:, 3:], 2))
+            h = h + self.history_intro(F.pixel_unshuffle(cond[:, 3:] - cond[:, :3], 2))
         skips = []
         for blocks, down in zip(self.encoders, self.downs):
             for block in blocks:

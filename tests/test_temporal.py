@@ -38,6 +38,17 @@ def test_grown_network_starts_as_the_one_frame_network():
         assert torch.equal(grown(x, mu, t), expected)  # no previous: mu stands in
 
 
+def test_first_frame_is_the_one_frame_model_whatever_the_history_weights():
+    """The history enters as (previous - mu): with previous = mu (a stream's start, a reset) a trained
+    temporal network restores exactly as the one-frame network it grew from."""
+    one, temporal = perturbed_model(), temporal_model()  # same base weights, random history weights
+    x, mu = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    t = torch.tensor([100, 50])
+    with torch.no_grad():
+        assert torch.allclose(temporal(x, mu, t, previous=mu), one(x, mu, t), atol=1e-6)
+        assert not torch.allclose(temporal(x, mu, t, previous=mu.flip(3)), one(x, mu, t), atol=1e-3)
+
+
 def test_init_from_one_frame_checkpoint(tmp_path, tiny_weights):
     model = build_model("small", temporal=True)
     load_initial_network(model, str(tiny_weights))

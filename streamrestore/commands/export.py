@@ -38,6 +38,9 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--noise", type=choice("--noise", NOISE_CHOICES), default="input",
                    help="input (default): noise is a graph input; fixed or zero: baked in (needs --height/--width)")
     p.add_argument("--weights", help="checkpoint file instead of the task's shipped one")
+    p.add_argument("--temporal", action="store_true",
+                   help="the task's video model: the graph also takes `previous`, each frame's previous restored "
+                        "frame (the stream state; feed the frame itself at a stream's start)")
     p.set_defaults(handler=main)
 
 
@@ -75,13 +78,14 @@ def main(args: argparse.Namespace) -> int:
         from streamrestore.backends.tensorrt_backend import import_tensorrt
 
         trt = import_tensorrt("--format tensorrt")  # before any work: a missing runtime is one line
-    weights = Path(args.weights or default_weights(args.task, "cuda" if trt else "cpu"))
+    weights = Path(args.weights or default_weights(args.task, "cuda" if trt else "cpu", args.temporal))
     model = load_model(weights, "cpu")
     output = Path(args.output)
     onnx_path = output.with_suffix(".onnx") if trt else output
     noise = baked_noise(args.noise, args.steps, size, model.network.pad_multiple) if size else None
     export_onnx(model, onnx_path, args.steps, args.fp16, size, noise)
     shapes = f"{size[0]}x{size[1]}" if size else "dynamic HxW"
+    shapes += ", temporal: input `previous`" if model.is_temporal else ""
     precision = "fp16 body" if args.fp16 else "fp32"
     print(f"wrote {onnx_path} (ONNX opset {OPSET}, {precision}, {args.steps}-step, {shapes}, noise {args.noise}; "
           "checked and simplified)")
