@@ -255,7 +255,8 @@ def run_command(args, backend, facts: dict) -> int:
 
     def open_sink(spec: StreamSpec, info: StreamInfo) -> FrameSink:
         io.check_output(spec.output, spec.input, overwrite=args.overwrite)
-        return open_output(lambda p, i: io.open_sink(p, i, codec=args.codec, crf=args.crf), spec.output, info,
+        return open_output(lambda p, i: io.open_sink(p, i, codec=args.codec, crf=args.crf, preset=args.preset,
+                                                    tune=args.tune), spec.output, info,
                            spec.segment_time or args.segment_time)
 
     reports = run_streams(specs, backend, open_source=open_source, open_sink=open_sink, batch=args.batch,

@@ -67,9 +67,6 @@ def check_encoder_speed(args) -> None:
     preset, tune = getattr(args, "preset", None), getattr(args, "tune", None)
     if preset is None and tune is None:
         return
-    if args.streams:  # multistream opens its sinks with codec and crf only
-        raise UserError(f"{'--preset' if preset else '--tune'}: not applied to --streams outputs yet; leave it out "
-                        "(live feeds encode with veryfast, zerolatency)")
     output = args.output or ""
     check_speed(args.codec or ("libx264" if is_live(output) else default_codec(output)), preset, tune)
 

@@ -68,12 +68,16 @@ def test_bad_preset_or_tune_is_one_line(tmp_path, args, words):
     assert not (tmp_path / "out.mp4").exists()
 
 
-def test_streams_refuse_a_preset_they_would_not_apply(tmp_path):
+def test_streams_apply_the_preset_to_every_feed(tmp_path):
+    src = make_clip(tmp_path / "in.mp4", width=320, height=240, frames=3, audio=False)
     streams = tmp_path / "streams.yaml"
-    streams.write_text("streams:\n  - input: rtsp://127.0.0.1:1/none\n    output: a.mp4\n")
-    proc = run("--streams", streams, "--task", "passthrough", "--preset", "fast")
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.count("\n") == 1 and "--preset" in proc.stderr and "--streams" in proc.stderr
+    streams.write_text(f"streams:\n  - {{input: '{src}', output: '{tmp_path / 'a.mp4'}'}}\n"
+                       f"  - {{input: '{src}', output: '{tmp_path / 'b.mp4'}'}}\n")
+    proc = run("--streams", streams, "--task", "passthrough", "--preset", "veryfast", "--tune", "zerolatency", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    for out in ("a.mp4", "b.mp4"):
+        settings = x264_settings(tmp_path / out)
+        assert all(settings.get(k) == v for k, v in VERYFAST_ZEROLATENCY.items()), settings
 
 
 def test_live_sink_defaults_to_veryfast_zero_latency(tmp_path):
