@@ -35,6 +35,9 @@ def add_parser(subparsers, name: str) -> None:
                    help="sampling noise: fixed per stream, fresh per frame, or zero (default: the policy the "
                         "model card recommends, measured to flicker least)")
     p.add_argument("--weights", help="checkpoint file instead of the task's shipped one")
+    p.add_argument("--temporal", choices=("auto", "on", "off"), default="auto",
+                   help="restore each video frame from the previous restored one with the task's video model "
+                        "(auto: on for video files, live feeds and the sample clip, off for images)")
     p.add_argument("--codec", help="video encoder (default libx264; libvpx-vp9 for .webm)")
     p.add_argument("--crf", type=positive_int("--crf", minimum=0, maximum=63), help="encoder quality, 0 = lossless (default: the encoder's)")
     p.add_argument("--preset", type=choice("--preset", PRESETS),
@@ -77,8 +80,9 @@ def main(args: argparse.Namespace) -> int:
     check_output(args.output, args.input, overwrite=args.overwrite)
     source = open_source(args.input, **live_source_options(args, args.input))
     try:
+        temporal = args.temporal == "on" or (args.temporal == "auto" and source.info.time_base is not None)
         backend = create_backend(args.task, backend=args.backend, device=args.device, steps=args.steps,
-                                 noise=args.noise, weights=args.weights)
+                                 noise=args.noise, weights=args.weights, temporal=temporal)
         sink = open_output(lambda path, info: open_sink(path, info, source=args.input, codec=args.codec,
                                                         crf=args.crf, preset=args.preset, tune=args.tune),
                            args.output, source.info, args.segment_time)
@@ -111,14 +115,15 @@ def _run_streams(args: argparse.Namespace) -> int:
     from streamrestore import multistream
 
     backend = create_backend(args.task, backend=args.backend, device=args.device, steps=args.steps,
-                             noise=args.noise, weights=args.weights)
+                             noise=args.noise, weights=args.weights, temporal=args.temporal != "off")
     return multistream.run_command(args, backend, _facts(args, backend))
 
 
 def _facts(args: argparse.Namespace, backend) -> dict:
     return {"input": args.input, "output": args.output, "task": args.task, "backend": backend.name,
             "device": backend.device, "precision": backend.precision, "model": backend.model,
-            "batch": args.batch, "steps": args.steps, "noise": args.noise}
+            "batch": args.batch, "steps": args.steps, "noise": args.noise,
+            "temporal": getattr(backend, "temporal", False)}
 
 
 def _progress_bar(total: int | None, quiet: bool):
