@@ -36,6 +36,21 @@ INPUTS, OUTPUT = ("frames", "noise", "previous"), "restored"
 EXAMPLE_SIZE = (13, 15)
 
 
+def code_version() -> str:
+    """SHA-256 (16 hex digits) of the source that defines the exported graph (this module, the network,
+    the consistency function, the schedule and the sampler): part of the engine cache key, so a
+    change to any of them replaces graphs cached by older code instead of loading them."""
+    import hashlib
+
+    from streamrestore import consistency, network, sampler, sde
+
+    digest = hashlib.sha256()
+    for module in (consistency, network, sampler, sde):
+        digest.update(Path(module.__file__).read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def padded(size: int, multiple: int) -> int:
     return -(-size // multiple) * multiple
 

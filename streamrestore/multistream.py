@@ -33,7 +33,7 @@ import yaml
 from streamrestore.errors import UserError
 from streamrestore.io.base import DecodedFrame, FrameSink, FrameSource, StreamInfo
 from streamrestore.report import LatencyReport
-from streamrestore.temporal import StreamHistory, mark_discontinuity, restore_with_history
+from streamrestore.temporal import StreamHistory, mark_discontinuity, restore_with_history, stream_state
 
 log = logging.getLogger("streamrestore.multistream")
 _END = object()
@@ -86,17 +86,19 @@ class _Feed:
     source: FrameSource | None = None
     error: str | None = None
     done: threading.Event = field(default_factory=threading.Event)  # no more frames from the reader
-    history: StreamHistory = field(default_factory=StreamHistory)  # a temporal model's state for this feed
+    history: StreamHistory | None = None  # the temporal state of this feed (temporal model or fusion), else None
 
 
 def run_streams(specs: list[StreamSpec], backend, *, open_source: Callable[[StreamSpec], FrameSource],
                 open_sink: Callable[[StreamSpec, StreamInfo], FrameSink], batch: int = 8,
                 batch_wait_ms: float = 30.0, facts: dict | None = None,
-                stop: threading.Event | None = None) -> list[LatencyReport]:
-    """Restore every feed with one `backend`; returns one report per feed (facts hold its error)."""
+                stop: threading.Event | None = None, fusion: bool = False) -> list[LatencyReport]:
+    """Restore every feed with one `backend`; returns one report per feed (facts hold its error).
+    Each feed keeps its own temporal state (a temporal model's previous frame, the fusion stage's)."""
     stop = stop or threading.Event()
     feeds = [_Feed(spec, LatencyReport(facts={**(facts or {}), "stream": spec.name, "input": spec.input,
-                                              "output": spec.output})) for spec in specs]
+                                              "output": spec.output}), history=stream_state(backend, fusion))
+             for spec in specs]
     threads = []
     for feed in feeds:
         for target, args in ((_read, (feed, open_source, stop)), (_write, (feed, open_sink, stop))):
@@ -114,7 +116,7 @@ def run_streams(specs: list[StreamSpec], backend, *, open_source: Callable[[Stre
     for thread in threads:
         thread.join(timeout=10.0)
     for feed in feeds:
-        _finish_report(feed, time.perf_counter() - started, getattr(backend, "temporal", False))
+        _finish_report(feed, time.perf_counter() - started)
     return [feed.report for feed in feeds]
 
 
@@ -140,13 +142,13 @@ def _engine(feeds: list[_Feed], backend, batch: int, wait: float, stop: threadin
         live = [f for f in feeds if not (f.done.is_set() and f.frames.empty())]
         if not live:
             return
-        temporal = getattr(backend, "temporal", False)
+        temporal = feeds[0].history is not None
         taken = _take(live, batch, wait, one_per_feed=temporal)
         shapes: dict[tuple, list[tuple[_Feed, DecodedFrame]]] = {}
         for feed, frame in taken:
             shapes.setdefault(frame.image.shape, []).append((feed, frame))
         for group in shapes.values():
-            if temporal:  # each frame from its own feed's previous restored frame
+            if temporal:  # each frame after its own feed's previous one
                 images = restore_with_history(backend, [f for _, f in group], [feed.history for feed, _ in group])
             else:
                 images = backend(np.stack([frame.image for _, frame in group]))
@@ -229,14 +231,14 @@ def _put(q: queue.Queue, item, stop: threading.Event, force: bool = False) -> bo
     return False
 
 
-def _finish_report(feed: _Feed, wall_seconds: float, temporal: bool) -> None:
+def _finish_report(feed: _Feed, wall_seconds: float) -> None:
     report, source = feed.report, feed.source
     report.wall_seconds = wall_seconds
     if source is not None:
         report.skipped, report.dropped = source.skipped, source.dropped
         report.facts["reconnects"] = getattr(source, "reconnects", 0)
         source.close()
-    report.resets = dict(feed.history.resets) if temporal else None
+    report.resets = dict(feed.history.resets) if feed.history is not None else None
     report.facts["error"] = feed.error
     if feed.spec.report:
         report.write_json(feed.spec.report)

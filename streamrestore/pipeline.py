@@ -24,7 +24,7 @@ from streamrestore.backends.base import Done
 from streamrestore.errors import UserError
 from streamrestore.io.base import DecodedFrame, FrameSink, FrameSource
 from streamrestore.report import LatencyReport
-from streamrestore.temporal import StreamHistory, mark_discontinuity, restore_with_history
+from streamrestore.temporal import StreamHistory, mark_discontinuity, restore_with_history, stream_state
 
 _END = object()  # end of stream marker passed down the queues
 _POLL = 0.1  # seconds a blocked stage waits before checking for a stop
@@ -71,13 +71,14 @@ class _State:
 
 
 def run_pipeline(source: FrameSource, backend, sink: FrameSink, *, batch: int = 1,
-                 progress=None, report: LatencyReport | None = None) -> RunResult:
-    """Restore every frame of `source` with `backend` into `sink`; `progress.update(1)` per frame."""
+                 progress=None, report: LatencyReport | None = None, fusion: bool = False) -> RunResult:
+    """Restore every frame of `source` with `backend` into `sink`; `progress.update(1)` per frame.
+    fusion: run the motion-compensated recursive fusion stage after the model (streamrestore.fusion)."""
     report = report or LatencyReport()
     state = _State()
     decoded: queue.Queue = queue.Queue(maxsize=2 * batch + 2)
     restored: queue.Queue = queue.Queue(maxsize=2 * batch + 2)
-    history = StreamHistory() if getattr(backend, "temporal", False) else None
+    history = stream_state(backend, fusion)
     stages = [(_decode_stage, (source, decoded, batch)),
               (_restore_stage, (backend, decoded, restored, batch, source.info.is_live, history)),
               (_encode_stage, (sink, restored, report, progress))]
@@ -172,8 +173,8 @@ def _restore_stage(state: _State, backend, inp: queue.Queue, out: queue.Queue, b
 
 
 def _backend_calls(frames: list[DecodedFrame], temporal: bool) -> list[list[DecodedFrame]]:
-    """Runs of same-size frames, one backend call each; single frames for a temporal backend (each
-    frame is restored from the one before it)."""
+    """Runs of same-size frames, one backend call each; single frames when the stream keeps a state
+    (each frame is restored, and fused, after the one before it)."""
     if temporal:
         return [[frame] for frame in frames]
     return [list(group) for _, group in itertools.groupby(frames, key=lambda f: f.image.shape)]

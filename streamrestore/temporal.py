@@ -38,10 +38,13 @@ class StreamHistory:
     """The previous restored frame of one stream, with the reset rules of the module docstring.
 
     h.previous_for(image, pts_seconds, discontinuity) -> the previous restored frame, or None when this
-    frame starts afresh; then h.remember(restored). h.resets counts resets by reason.
+    frame starts afresh; then h.remember(restored). h.resets counts resets by reason. With a `fusion`
+    stage (streamrestore.fusion.RecursiveFusion, after the model), h.fuse(restored, degraded) runs it
+    and the same resets clear its state too.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fusion=None) -> None:
+        self.fusion = fusion
         self.resets: Counter = Counter()
         self._previous: np.ndarray | None = None
         self._thumb: np.ndarray | None = None
@@ -53,6 +56,8 @@ class StreamHistory:
         if reason and self._previous is not None:
             self.resets[reason] += 1
         self._previous = self._thumb = self._time = None
+        if self.fusion is not None:
+            self.fusion.reset()
 
     def previous_for(self, image: np.ndarray, seconds: float | None = None,
                      discontinuity: str | None = None) -> np.ndarray | None:
@@ -66,6 +71,10 @@ class StreamHistory:
 
     def remember(self, restored: np.ndarray) -> None:
         self._previous = restored
+
+    def fuse(self, restored: np.ndarray, degraded: np.ndarray) -> np.ndarray:
+        """The fusion stage's output for this frame (the restored frame itself without one)."""
+        return restored if self.fusion is None else self.fusion(restored, degraded)
 
     def _change(self, image: np.ndarray, thumb: np.ndarray, seconds: float | None) -> str | None:
         if self._previous is None:
@@ -88,6 +97,15 @@ class StreamHistory:
         self._time = seconds
 
 
+def stream_state(backend, fusion: bool = False) -> StreamHistory | None:
+    """A new stream's state: None when each frame is restored alone (a one-frame model, no fusion)."""
+    if not (fusion or getattr(backend, "temporal", False)):
+        return None
+    from streamrestore.fusion import RecursiveFusion
+
+    return StreamHistory(RecursiveFusion() if fusion else None)
+
+
 def mark_discontinuity(frame, source, seen: tuple[int, int]) -> tuple[int, int]:
     """Set frame.discontinuity when `source` skipped corrupt frames or reconnected since the counts
     `seen` (skipped, reconnects) taken at the frame before; returns the counts now."""
@@ -103,14 +121,16 @@ def frame_seconds(frame) -> float | None:
 
 
 def restore_with_history(backend, frames: list, histories: list[StreamHistory]) -> np.ndarray:
-    """Restore DecodedFrames of one size, each from a different stream, with a temporal backend:
-    each gets its stream's previous restored frame (or itself after a reset), and each output
-    becomes its stream's state. Returns (N, H, W, 3) uint8."""
-    previous = []
-    for frame, history in zip(frames, histories):
-        kept = history.previous_for(frame.image, frame_seconds(frame), frame.discontinuity)
-        previous.append(frame.image if kept is None else kept)  # no state: the frame itself (the reset convention)
-    restored = backend(np.stack([f.image for f in frames]), np.stack(previous))
+    """Restore DecodedFrames of one size, each from a different stream, keeping each stream's state:
+    a temporal backend gets each frame's previous restored frame (the frame itself after a reset),
+    and each stream's fusion stage, if any, runs on the result. Returns (N, H, W, 3) uint8."""
+    kept = [history.previous_for(frame.image, frame_seconds(frame), frame.discontinuity)
+            for frame, history in zip(frames, histories)]
+    images = np.stack([frame.image for frame in frames])
+    if getattr(backend, "temporal", False):  # no state: the frame itself (the reset convention)
+        restored = backend(images, np.stack([f.image if k is None else k for f, k in zip(frames, kept)]))
+    else:
+        restored = backend(images)
     for history, image in zip(histories, restored):
         history.remember(image)
-    return restored
+    return np.stack([history.fuse(image, frame.image) for history, image, frame in zip(histories, restored, frames)])

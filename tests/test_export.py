@@ -159,3 +159,16 @@ def test_cli_missing_tensorrt_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--format tensorrt" in err and err.count("\n") == 1
 
+
+
+def test_graph_cache_key_holds_the_export_code(tmp_path, monkeypatch, tiny_weights):
+    """A graph cached by older export code is not reused after the code changes."""
+    from streamrestore.backends import onnxruntime_backend
+    from streamrestore.checkpoint import load_model
+
+    monkeypatch.setenv("STREAMRESTORE_CACHE", str(tmp_path / "cache"))
+    model = load_model(tiny_weights)
+    first = onnxruntime_backend.cached_onnx(model, tiny_weights, 1, False)
+    assert onnxruntime_backend.cached_onnx(model, tiny_weights, 1, False) == first
+    monkeypatch.setattr(onnxruntime_backend, "code_version", lambda: "changed")
+    assert onnxruntime_backend.cached_onnx(model, tiny_weights, 1, False) != first

@@ -22,7 +22,7 @@ from streamrestore.backends.base import Done
 from streamrestore.backends.registry import BackendUnavailable
 from streamrestore.checkpoint import load_model, read_card, recommended_noise
 from streamrestore.errors import UserError
-from streamrestore.export import OPSET, OUTPUT, export_onnx, noise_shape
+from streamrestore.export import OPSET, OUTPUT, code_version, export_onnx, noise_shape
 from streamrestore.sampler import NoisePolicy
 from streamrestore.tasks import default_weights
 
@@ -66,7 +66,7 @@ def providers(device: str, fp16: bool, cache: Path) -> list:
 def cached_onnx(model, weights: Path, steps: int, fp16: bool) -> Path:
     """The dynamic-size ONNX graph of `model`, from the engine cache or exported now (checked on load)."""
     facts = {"artifact": "onnx", "weights": engine_cache.file_sha256(weights), "steps": steps,
-             "shapes": "dynamic", "precision": "fp16" if fp16 else "fp32", "opset": OPSET,
+             "shapes": "dynamic", "precision": "fp16" if fp16 else "fp32", "opset": OPSET, "code": code_version(),
              "runtime": f"torch {torch.__version__} onnx {onnx.__version__}"}
     path, _, built = engine_cache.cached_artifact(
         "graph", ".onnx", facts, build=lambda tmp: export_onnx(model, tmp, steps, fp16),
