@@ -1,0 +1,97 @@
+"""streamrestore.fusion.RecursiveFusion: it averages noise away on still content without bias, moving
+objects leave no ghost, and the state resets at size changes and cuts."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from streamrestore.fusion import RecursiveFusion
+
+
+def scene(width: int = 96, height: int = 72) -> np.ndarray:
+    """Smooth texture in mid-range values (no clipping when noise is added), float32 RGB."""
+    rng = np.random.default_rng(1)
+    texture = cv2.resize(rng.uniform(60, 190, (height // 8, width // 8, 3)).astype(np.float32), (width, height),
+                         interpolation=cv2.INTER_CUBIC)
+    return np.clip(texture, 40, 210)
+
+
+def noisy(clean: np.ndarray, rng, sigma: float = 6.0) -> np.ndarray:
+    return np.clip(clean + rng.normal(0, sigma, clean.shape), 0, 255).round().astype(np.uint8)
+
+
+def test_still_noisy_clip_error_falls_and_the_mean_stays():
+    clean, rng = scene(), np.random.default_rng(0)
+    fusion = RecursiveFusion()
+    for _ in range(12):
+        frame = noisy(clean, rng)
+        fused = fusion(frame)
+    alone, out = frame.astype(np.float64) - clean, fused.astype(np.float64) - clean
+    assert np.sqrt((out**2).mean()) < 0.6 * np.sqrt((alone**2).mean())  # 6 levels of noise -> under 3.6
+    assert np.abs(out).max() < 0.6 * np.abs(alone).max()
+    assert abs(out.mean()) < 0.3  # no bias: the signed mean error stays near 0
+    assert np.abs(out.mean(axis=(0, 1))).max() < 0.4  # per colour channel too
+
+
+def square_clip(frames: int, step: int = 6, side: int = 16):
+    """Clean frames of a bright square moving right by `step` px a frame over a still scene, and its boxes."""
+    background = scene()
+    clips, boxes = [], []
+    for k in range(frames):
+        image, x = background.copy(), 8 + step * k
+        image[28:28 + side, x:x + side] = (235, 230, 40)
+        clips.append(image)
+        boxes.append((slice(28, 28 + side), slice(x, x + side)))
+    return clips, boxes
+
+
+def test_moving_square_leaves_no_ghost():
+    clean, boxes = square_clip(10)
+    rng, fusion = np.random.default_rng(2), RecursiveFusion()
+    for k, image in enumerate(clean):
+        fused = fusion(noisy(image, rng, 3.0)).astype(np.float64)
+        if k < 2:
+            continue
+        vacated = np.zeros(image.shape[:2], bool)
+        vacated[boxes[k - 1]] = True
+        vacated[boxes[k]] = False  # where the square was a frame ago and is not now: background again
+        error = np.abs(fused - image)
+        assert error[vacated].mean() < 4.0 and error[vacated].max() < 30, k
+        assert error[boxes[k]].mean() < 4.0, k  # and the square itself is where it is now, not lagging
+
+
+def test_resets_on_size_change_and_cut_and_on_request():
+    rng, fusion = np.random.default_rng(3), RecursiveFusion()
+    small, large = scene(64, 48), scene(80, 60)
+    for _ in range(3):
+        fusion(noisy(small, rng))
+    frame = noisy(large, rng)
+    assert np.array_equal(fusion(frame), frame)  # a new size starts afresh
+    assert fusion.resets == {"size": 1}
+    fusion(noisy(large, rng))
+    other = noisy(large * 0.2, rng)  # a cut to a darker scene: nothing of the old one may show through
+    assert np.array_equal(fusion(other), other)
+    assert fusion.resets == {"size": 1, "cut": 1}
+    fusion(noisy(large * 0.2, rng))
+    fusion.reset()
+    frame = noisy(large * 0.2, rng)
+    assert np.array_equal(fusion(frame), frame)
+
+
+def test_cut_seen_in_the_degraded_frame_resets_too():
+    rng, fusion = np.random.default_rng(4), RecursiveFusion()
+    image, dark = noisy(scene(), rng), noisy(scene() * 0.2, rng)
+    fusion(image, image)
+    fusion(image, image)
+    assert np.array_equal(fusion(image, dark), image)  # the restored frames agree, the degraded ones do not
+    assert fusion.resets == {"cut": 1}
+
+
+def test_bad_input_and_settings_are_refused():
+    with pytest.raises(ValueError, match="uint8"):
+        RecursiveFusion()(np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match="max_weight"):
+        RecursiveFusion(max_weight=1.0)
+    with pytest.raises(ValueError, match="preset"):
+        RecursiveFusion(preset="slowest")
