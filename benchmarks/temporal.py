@@ -118,17 +118,19 @@ def scaled_size(width: int, height: int, target: int) -> tuple[int, int]:
 
 
 def read_clip(path: Path, frames: int, width: int) -> tuple[list[np.ndarray], list[float]]:
-    """The first `frames` frames as (H, W, 3) uint8 RGB scaled to `width` (area), and their times in seconds."""
-    images, seconds = [], []
+    """The first `frames` frames as (H, W, 3) uint8 RGB scaled to `width` (area), and their times in
+    seconds: index / average frame rate, since the decoder's order is the true one but the pts of
+    box.mp4 and Megamind.avi go backwards every few frames, which would reset the temporal model."""
+    images = []
     with av.open(str(path)) as container:
+        rate = float(container.streams.video[0].average_rate or 25)
         for frame in container.decode(video=0):
             image = frame.to_ndarray(format="rgb24")
             size = scaled_size(image.shape[1], image.shape[0], width)
             images.append(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
-            seconds.append(float(frame.time) if frame.time is not None else len(seconds) / 25.0)
             if len(images) == frames:
                 break
-    return images, seconds
+    return images, [k / rate for k in range(len(images))]
 
 
 def sample_clip(task: str, frames: int, width: int) -> list[np.ndarray]:
@@ -573,9 +575,10 @@ def plot(data: dict, pictures: dict, path: Path) -> None:
         ax = fig.add_subplot(plots[0, i])
         for row, figures in data["results"][task][clip]["rows"].items():
             ax.plot(range(1, len(figures["flicker_series"]) + 1), figures["flicker_series"],
-                    "k--" if row == "clean clip" else "-", color=None if row == "clean clip" else f"C{ROWS.index(row)}",
+                    "--" if row == "clean clip" else "-", color="k" if row == "clean clip" else f"C{ROWS.index(row)}",
                     label=row, linewidth=1)
         ax.set(title=f"{task}, {clip}: flicker per frame", xlabel="frame", ylabel="mean |dY| (levels)", yscale="log")
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path)

@@ -73,6 +73,13 @@ def test_sizes_keep_the_aspect_and_stay_even(bench):
     assert bench.scaled_size(640, 480, 64) == (64, 48)
 
 
+def test_clips_are_read_scaled_with_evenly_spaced_times(bench, tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", width=96, height=72, frames=5, rate=25, audio=False)
+    frames, seconds = bench.read_clip(clip, 3, 64)
+    assert [f.shape for f in frames] == [(48, 64, 3)] * 3 and frames[0].dtype == np.uint8
+    assert seconds == pytest.approx([0.0, 0.04, 0.08])
+
+
 def test_atadenoise_settings_a_clip_is_too_short_for_are_left_out(bench):
     assert bench.runs_on("atadenoise=0a=0.1:0b=0.3:1a=0.1:1b=0.3:2a=0.1:2b=0.3:s=15", 8)
     assert not bench.runs_on("atadenoise=0a=0.1:0b=0.3:1a=0.1:1b=0.3:2a=0.1:2b=0.3:s=15", 7)
@@ -104,6 +111,7 @@ def test_tiny_run_writes_json_markdown_and_picture(tmp_path, temporal_weights):
         ("clean clip", "degraded input", "one-frame model", "temporal model", "one-frame + fusion",
          "temporal + fusion", "ffmpeg atadenoise", "ffmpeg hqdn3d", "ffmpeg nlmeans"))
     assert all(len(row["flicker_series"]) == 2 for row in clip["rows"].values())
+    assert clip["resets"]["temporal model"] == {}  # a clip with no cut or gap keeps its state
     assert clip["rows"]["one-frame + fusion"]["fps"] > 0 and clip["rows"]["ffmpeg hqdn3d"]["fps"] > 0
     tuned = data["ffmpeg"]["tuning"]["denoise"]["ffmpeg hqdn3d"]
     assert tuned["chosen"] in [g["setting"] for g in tuned["grid"]] and len(tuned["grid"]) > 1
