@@ -9,7 +9,9 @@ picture it holds no longer describes the scene:
     size      the frame size changed;
     cut       a scene cut: the 1/16-scale luma of this degraded frame differs from the last one by
               more than CUT_LEVELS on average (noise, rain and grain average out at that scale);
-    gap       the timestamps jump forward by more than GAP_FRAMES frame intervals or back (a seek);
+    gap       the timestamps jump by more than GAP_FRAMES frame intervals, forward (lost frames) or
+              back (a seek); smaller steps back are timestamp jitter (files whose muxer wrote B-frame
+              timestamps out of order, e.g. OpenCV's box.mp4), not a seek;
     corrupt   the source skipped frames it could not decode just before this one;
     reconnect a live source reconnected just before this one.
 
@@ -83,7 +85,7 @@ class StreamHistory:
             return "size"
         if seconds is not None and self._time is not None:
             step = seconds - self._time
-            if step < 0 or (self._interval and step > GAP_FRAMES * self._interval):
+            if self._interval and abs(step) > GAP_FRAMES * self._interval:
                 return "gap"
         if self._thumb is not None and float(np.abs(thumb - self._thumb).mean()) > CUT_LEVELS:
             return "cut"

@@ -105,12 +105,17 @@ def test_history_resets_by_reason_and_not_on_noise():
     h.remember(scene)
     assert h.previous_for(scene, 1.0) is None and h.resets["gap"] == 2  # backwards: a seek
     h.remember(scene)
+    for t in (1.04, 1.12, 1.08, 1.16, 1.2):  # B-frame timestamps written out of order: jitter, not a seek
+        assert h.previous_for(scene, t) is scene
+        h.remember(scene)
+    assert h.previous_for(scene, 1.0) is None and h.resets["gap"] == 3  # 5 intervals back: a seek
+    h.remember(scene)
     assert h.previous_for(scene[:40], 1.04) is None and h.resets["size"] == 1
     h.remember(scene[:40])
     assert h.previous_for(scene[:40], 1.08, "reconnect") is None and h.resets["reconnect"] == 1
     h.remember(scene[:40])
     assert h.previous_for(scene[:40], 1.12, "corrupt") is None and h.resets["corrupt"] == 1
-    assert sum(h.resets.values()) == 6
+    assert sum(h.resets.values()) == 7
 
 
 def _cut_clip(path, frames_a=5, frames_b=5):
