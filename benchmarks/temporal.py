@@ -162,9 +162,9 @@ def run_one_frame(restorer, degraded: list[np.ndarray]) -> tuple[list[np.ndarray
 
 
 def run_temporal(restorer, degraded: list[np.ndarray], seconds: list[float]) -> tuple[list[np.ndarray], float, dict]:
-    with restorer.stream() as warm:
+    with restorer.stream(fusion=False) as warm:
         warm(degraded[0])
-    with restorer.stream() as stream:
+    with restorer.stream(fusion=False) as stream:
         start = time.perf_counter()
         out = [stream(d, seconds=t) for d, t in zip(degraded, seconds)]
         elapsed = time.perf_counter() - start
@@ -297,7 +297,7 @@ def build_restorers(task: str, args, data: dict):
     else:
         temporal = Restorer(task, weights=str(path), backend=args.backend, device="cpu")
         info["temporal"] = {**weights_facts(path), "from": how}
-        if not temporal.temporal:
+        if not temporal.backend.temporal:
             message = f"{path} is a one-frame model; {task} temporal rows skipped"
             data["skipped"].append(message)
             note(message)

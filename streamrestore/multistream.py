@@ -262,7 +262,7 @@ def run_command(args, backend, facts: dict) -> int:
                            spec.segment_time or args.segment_time)
 
     reports = run_streams(specs, backend, open_source=open_source, open_sink=open_sink, batch=args.batch,
-                          batch_wait_ms=args.batch_wait_ms, facts=facts)
+                          batch_wait_ms=args.batch_wait_ms, facts=facts, fusion=args.temporal)
     failed = 0
     for spec, report in zip(specs, reports):
         if not args.quiet:

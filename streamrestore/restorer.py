@@ -7,7 +7,7 @@ import numpy as np
 
 from streamrestore.backends.registry import create_backend
 from streamrestore.io.base import DecodedFrame
-from streamrestore.temporal import StreamHistory, restore_with_history
+from streamrestore.temporal import StreamHistory, restore_with_history, stream_state
 
 _MICROSECOND = Fraction(1, 1_000_000)
 
@@ -23,15 +23,16 @@ class Restorer:
     """r = Restorer(task="derain", steps=1, device="cpu"); out = r(frame).
 
     frame: (H, W, 3) or (N, H, W, 3) uint8 RGB of any size; out has the same shape and dtype.
-    r(frame) restores every frame on its own. For video, `r.stream()` keeps the temporal model's state
-    (the previous restored frame, streamrestore.temporal), frame after frame:
+    r(frame) restores every frame on its own. For video, `r.stream()` keeps each stream's temporal state
+    (streamrestore.temporal: the motion-compensated recursive fusion after the model, and the previous
+    restored frame for the task's video model where one is shipped), frame after frame:
 
         with r.stream() as s:
             for frame in frames:
                 out = s(frame)        # or s(frame, seconds=pts) so jumps in time reset the state
 
     weights: a checkpoint path (default: the shipped one for `task`; with temporal=True, the task's
-    video model where one is shipped). noise: fixed | fresh | zero (default: what the checkpoint's
+    video model where one is shipped). temporal=False: `stream()` restores each frame alone. noise: fixed | fresh | zero (default: what the checkpoint's
     model card recommends). backend: torch | onnxruntime | tensorrt | auto.
     """
 
@@ -39,11 +40,7 @@ class Restorer:
                  noise: str | None = None, backend: str = "torch", fp16: bool | None = None, temporal: bool = True):
         self.backend = create_backend(task, backend=backend, device=device, steps=steps, noise=noise,
                                       weights=weights, fp16=fp16, temporal=temporal)
-
-    @property
-    def temporal(self) -> bool:
-        """Whether the model that runs uses the previous restored frame (in `stream()`)."""
-        return getattr(self.backend, "temporal", False)
+        self.temporal = temporal
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         frame = _check_frame(frame)
@@ -51,42 +48,42 @@ class Restorer:
         out = self.backend(batch)
         return out[0] if frame.ndim == 3 else out
 
-    def stream(self) -> "RestoreStream":
-        return RestoreStream(self)
+    def stream(self, fusion: bool | None = None) -> "RestoreStream":
+        """A stream's restorer; fusion=False leaves out the fusion stage (default: on when temporal)."""
+        return RestoreStream(self.backend, stream_state(self.backend, fusion=self.temporal if fusion is None else fusion))
 
 
 class RestoreStream:
     """One video stream through a Restorer: s(frame) restores (H, W, 3) uint8 RGB frames in order,
-    each from the one before with a temporal model (a one-frame model restores each alone); s.reset()
+    each after the one before (a Restorer with temporal=False restores each alone); s.reset()
     forgets the state, as cuts, size changes and jumps in `seconds` do by themselves; s.resets counts
     the resets by reason."""
 
-    def __init__(self, restorer: Restorer):
-        self.restorer = restorer
-        self.history = StreamHistory()
+    def __init__(self, backend, history: StreamHistory | None):
+        self.backend, self.history = backend, history
         self._index = 0
 
     @property
     def resets(self) -> dict:
-        return dict(self.history.resets)
+        return dict(self.history.resets) if self.history is not None else {}
 
     def reset(self) -> None:
-        self.history.reset()
+        if self.history is not None:
+            self.history.reset()
 
     def __call__(self, frame: np.ndarray, seconds: float | None = None) -> np.ndarray:
         frame = _check_frame(frame)
         if frame.ndim != 3:
             raise ValueError(f"a stream takes one (H, W, 3) frame at a time, got {frame.shape}")
-        if not self.restorer.temporal:
-            return self.restorer(frame)
+        if self.history is None:
+            return self.backend(frame[None])[0]
         pts = None if seconds is None else round(seconds * 1_000_000)
         decoded = DecodedFrame(frame, self._index, pts=pts, time_base=None if pts is None else _MICROSECOND)
         self._index += 1
-        return restore_with_history(self.restorer.backend, [decoded], [self.history])[0]
+        return restore_with_history(self.backend, [decoded], [self.history])[0]
 
     def __enter__(self) -> "RestoreStream":
         return self
 
     def __exit__(self, *exc) -> None:
         self.reset()
-

@@ -227,7 +227,7 @@ def test_corrupt_frames_reset_the_state(tmp_path, temporal_weights):
 def test_restorer_stream_keeps_state_and_resets(temporal_weights):
     r = Restorer("denoise", weights=str(temporal_weights), noise="zero")
     frames = [synth_image(33, 25, i) for i in range(3)]
-    with r.stream() as s:
+    with r.stream(fusion=False) as s:
         first = s(frames[0], seconds=0.0)
         second = s(frames[1], seconds=0.04)
         assert _same(first, r(frames[0]))  # a stream's first frame is the frame restored alone
@@ -237,9 +237,9 @@ def test_restorer_stream_keeps_state_and_resets(temporal_weights):
         s(frames[0][:20], seconds=0.12)
         assert s.resets == {"size": 1}
     one_frame = Restorer("denoise", temporal=False)
-    assert not one_frame.temporal
-    with one_frame.stream() as s:  # a one-frame model: the stream form restores each frame alone
-        assert np.array_equal(s(frames[0]), one_frame(frames[0]))
+    assert not one_frame.backend.temporal
+    with one_frame.stream() as s:  # temporal=False: the stream form restores each frame alone
+        assert all(np.array_equal(s(f), one_frame(f)) for f in frames)
 
 
 def test_two_feeds_keep_their_own_state(tmp_path, temporal_weights):
@@ -273,3 +273,34 @@ def test_onnx_graph_carries_the_state_and_matches_torch(temporal_weights):
     diff = a.astype(np.int16) - b
     assert np.abs(diff).max() <= 1 and abs(diff.mean()) < 0.01
     assert not _same(b, ort_engine(frames, frames))  # the state input is used, not ignored
+
+
+def test_stream_fusion_lowers_error_on_a_still_noisy_scene_and_forgets_at_a_cut():
+    """Restorer(task).stream(): the shipped denoise model with the fusion stage after it, on a still
+    scene with fresh noise each frame: later frames beat the frame restored alone (signed mean kept);
+    at a cut the state is dropped and the first new frame is the frame restored alone."""
+    rng = np.random.default_rng(0)
+    clean = synth_image(96, 64, 0)
+    noisy = [np.clip(clean + rng.normal(0, 25, clean.shape), 0, 255).round().astype(np.uint8) for _ in range(8)]
+    r = Restorer("denoise", backend="onnxruntime")
+    alone = [r(n) for n in noisy]
+    with r.stream() as s:
+        fused = [s(n, seconds=k / 25) for k, n in enumerate(noisy)]
+        error = lambda out: np.abs(out.astype(np.float32) - clean).mean()  # noqa: E731
+        assert np.mean([error(f) for f in fused[4:]]) < 0.9 * np.mean([error(a) for a in alone[4:]])
+        assert abs(float(np.mean(fused[-1].astype(np.float32) - clean))) < 1.0  # no drift in the mean
+        other = 255 - noisy[0]
+        assert np.array_equal(s(other, seconds=8 / 25), r(other))  # a cut: nothing of the old scene
+        assert s.resets == {"cut": 1}
+
+
+def test_pipeline_with_fusion_counts_resets_and_keeps_every_frame(tmp_path, tiny_weights):
+    src = _cut_clip(tmp_path / "cut.mkv")
+    engine = create_backend("denoise", backend="torch", device="cpu", weights=str(tiny_weights), noise="zero")
+    assert not engine.temporal  # a one-frame model: the fusion stage alone keeps the state
+    source = open_source(str(src))
+    sink, report = _ListSink(), LatencyReport()
+    run_pipeline(source, engine, sink, batch=4, report=report, fusion=True)
+    assert report.resets == {"cut": 1} and len(sink.images) == 10
+    inputs = [f.image for f in open_source(str(src))]
+    assert _same(sink.images[5], engine(inputs[5][None])[0])  # the first frame after the cut: the model's alone

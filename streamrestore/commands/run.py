@@ -36,8 +36,9 @@ def add_parser(subparsers, name: str) -> None:
                         "model card recommends, measured to flicker least)")
     p.add_argument("--weights", help="checkpoint file instead of the task's shipped one")
     p.add_argument("--temporal", choices=("auto", "on", "off"), default="auto",
-                   help="restore each video frame from the previous restored one with the task's video model "
-                        "(auto: on for video files, live feeds and the sample clip, off for images)")
+                   help="use the frames before this one: the motion-compensated recursive fusion stage after the "
+                        "model, and the task's video model where one is shipped (auto: on for video files, "
+                        "live feeds and the sample clip, off for images)")
     p.add_argument("--codec", help="video encoder (default libx264; libvpx-vp9 for .webm)")
     p.add_argument("--crf", type=positive_int("--crf", minimum=0, maximum=63), help="encoder quality, 0 = lossless (default: the encoder's)")
     p.add_argument("--preset", type=choice("--preset", PRESETS),
@@ -80,9 +81,9 @@ def main(args: argparse.Namespace) -> int:
     check_output(args.output, args.input, overwrite=args.overwrite)
     source = open_source(args.input, **live_source_options(args, args.input))
     try:
-        temporal = args.temporal == "on" or (args.temporal == "auto" and source.info.time_base is not None)
+        args.temporal = args.temporal == "on" or (args.temporal == "auto" and source.info.time_base is not None)
         backend = create_backend(args.task, backend=args.backend, device=args.device, steps=args.steps,
-                                 noise=args.noise, weights=args.weights, temporal=temporal)
+                                 noise=args.noise, weights=args.weights, temporal=args.temporal)
         sink = open_output(lambda path, info: open_sink(path, info, source=args.input, codec=args.codec,
                                                         crf=args.crf, preset=args.preset, tune=args.tune),
                            args.output, source.info, args.segment_time)
@@ -96,7 +97,8 @@ def main(args: argparse.Namespace) -> int:
     report = LatencyReport(facts=_facts(args, backend))
     progress = _progress_bar(source.info.frames, args.quiet)
     try:
-        result = run_pipeline(source, backend, sink, batch=args.batch, progress=progress, report=report)
+        result = run_pipeline(source, backend, sink, batch=args.batch, progress=progress, report=report,
+                              fusion=args.temporal)
     except av.FFmpegError as exc:
         raise UserError(f"{args.output}: encoding failed ({exc}); try another --codec or OUTPUT format") from None
     finally:
@@ -114,8 +116,9 @@ def _run_streams(args: argparse.Namespace) -> int:
     """Several feeds on one engine (streamrestore.multistream)."""
     from streamrestore import multistream
 
+    args.temporal = args.temporal != "off"  # feeds are video
     backend = create_backend(args.task, backend=args.backend, device=args.device, steps=args.steps,
-                             noise=args.noise, weights=args.weights, temporal=args.temporal != "off")
+                             noise=args.noise, weights=args.weights, temporal=args.temporal)
     return multistream.run_command(args, backend, _facts(args, backend))
 
 
@@ -123,7 +126,7 @@ def _facts(args: argparse.Namespace, backend) -> dict:
     return {"input": args.input, "output": args.output, "task": args.task, "backend": backend.name,
             "device": backend.device, "precision": backend.precision, "model": backend.model,
             "batch": args.batch, "steps": args.steps, "noise": args.noise,
-            "temporal": getattr(backend, "temporal", False)}
+            "temporal": {"fusion": args.temporal, "video_model": getattr(backend, "temporal", False)}}
 
 
 def _progress_bar(total: int | None, quiet: bool):
