@@ -47,7 +47,7 @@ TASKS = ("denoise", "derain", "lowlight")
 MOVING_LEVELS, MOVING_DILATE = 6.0, 2
 FFMPEG_ROWS = ("ffmpeg atadenoise", "ffmpeg hqdn3d", "ffmpeg nlmeans")
 ROWS = ("clean clip", "degraded input", "one-frame model", "temporal model", "one-frame + fusion",
-        "temporal + fusion", *FFMPEG_ROWS)
+        "temporal + fusion", "fusion + one-frame", *FFMPEG_ROWS)
 PICTURE_ROWS = ("clean clip", "degraded input", "one-frame model", "one-frame + fusion", "temporal model")
 
 
@@ -178,6 +178,17 @@ def run_fusion(restored: list[np.ndarray], degraded: list[np.ndarray]) -> tuple[
     fusion = RecursiveFusion()
     start = time.perf_counter()
     out = [fusion(r, d) for r, d in zip(restored, degraded)]
+    return out, time.perf_counter() - start, dict(fusion.resets)
+
+
+def run_input_fusion(restorer, degraded: list[np.ndarray]) -> tuple[list[np.ndarray], float, dict]:
+    """Design (b) of the issue, measured against (c): the same recursive fusion on the degraded frames
+    (its noise gate opened to input noise levels), then the one-frame model on the fused frame."""
+    from streamrestore.fusion import RecursiveFusion
+
+    fusion = RecursiveFusion(noise_ceiling=64.0)
+    start = time.perf_counter()
+    out = [restorer(fusion(d)) for d in degraded]
     return out, time.perf_counter() - start, dict(fusion.resets)
 
 
@@ -323,6 +334,8 @@ def measure_clip(task: str, clip: dict, index: int, restorers, tuned: dict, args
         fused, seconds, resets["temporal + fusion"] = run_fusion(outputs["temporal model"], degraded)
         outputs["temporal + fusion"], timing["temporal + fusion"] = fused, timing["temporal model"] + seconds
         fusion_ms["temporal + fusion"] = round(seconds / len(clean) * 1e3, 2)
+    outputs["fusion + one-frame"], timing["fusion + one-frame"], resets["fusion + one-frame"] = run_input_fusion(
+        one, degraded)
     for row, found in tuned.items():
         outputs[row], timing[row] = run_ffmpeg(found["chosen"], degraded, args.threads)
     rows = {row: score(out, clean, masks, timing.get(row)) for row, out in outputs.items()}

@@ -109,7 +109,7 @@ def test_tiny_run_writes_json_markdown_and_picture(tmp_path, temporal_weights):
     assert clip["size"] == [64, 48] and clip["frames"] == 3
     assert set(clip["rows"]) == set(data["means"]["denoise"]) == set(
         ("clean clip", "degraded input", "one-frame model", "temporal model", "one-frame + fusion",
-         "temporal + fusion", "ffmpeg atadenoise", "ffmpeg hqdn3d", "ffmpeg nlmeans"))
+         "temporal + fusion", "fusion + one-frame", "ffmpeg atadenoise", "ffmpeg hqdn3d", "ffmpeg nlmeans"))
     assert all(len(row["flicker_series"]) == 2 for row in clip["rows"].values())
     assert clip["resets"]["temporal model"] == {}  # a clip with no cut or gap keeps its state
     assert clip["rows"]["one-frame + fusion"]["fps"] > 0 and clip["rows"]["ffmpeg hqdn3d"]["fps"] > 0
