@@ -1,7 +1,8 @@
 """Per-frame latency records and their summary (DESIGN.md section 3): JSON, CSV and a short table.
 
-Each record holds the milliseconds a frame spent in decode, upload, restore, download and encode,
-and end to end (decoded -> encoded, a monotonic clock). Upload/restore/download are per batch, so
+Each record holds the milliseconds a frame spent in decode, upload, restore, download, fusion (the
+temporal stage after the model, 0 without it) and encode, and end to end (decoded -> encoded, a
+monotonic clock). Upload/restore/download are per batch, so
 every frame of a batch carries its batch's figures. Percentiles skip the first `warmup` frames
 when there are enough frames left to measure.
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-STAGES = ("decode", "upload", "restore", "download", "encode", "end_to_end")
+STAGES = ("decode", "upload", "restore", "download", "fusion", "encode", "end_to_end")
 FIELDS = ("index", "pts", "time", "batch") + STAGES
 
 

@@ -19,6 +19,7 @@ Every reset is counted by reason, and the counts go into the run's report.
 """
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import cv2
@@ -125,7 +126,8 @@ def frame_seconds(frame) -> float | None:
 def restore_with_history(backend, frames: list, histories: list[StreamHistory]) -> np.ndarray:
     """Restore DecodedFrames of one size, each from a different stream, keeping each stream's state:
     a temporal backend gets each frame's previous restored frame (the frame itself after a reset),
-    and each stream's fusion stage, if any, runs on the result. Returns (N, H, W, 3) uint8."""
+    and each stream's fusion stage, if any, runs on the result (its milliseconds go into each frame's
+    timings as "fusion"). Returns (N, H, W, 3) uint8."""
     kept = [history.previous_for(frame.image, frame_seconds(frame), frame.discontinuity)
             for frame, history in zip(frames, histories)]
     images = np.stack([frame.image for frame in frames])
@@ -133,6 +135,10 @@ def restore_with_history(backend, frames: list, histories: list[StreamHistory]) 
         restored = backend(images, np.stack([f.image if k is None else k for f, k in zip(frames, kept)]))
     else:
         restored = backend(images)
-    for history, image in zip(histories, restored):
+    fused = []
+    for history, image, frame in zip(histories, restored, frames):
         history.remember(image)
-    return np.stack([history.fuse(image, frame.image) for history, image, frame in zip(histories, restored, frames)])
+        start = time.perf_counter()
+        fused.append(history.fuse(image, frame.image))
+        frame.timings["fusion"] = (time.perf_counter() - start) * 1e3
+    return np.stack(fused)

@@ -302,5 +302,6 @@ def test_pipeline_with_fusion_counts_resets_and_keeps_every_frame(tmp_path, tiny
     sink, report = _ListSink(), LatencyReport()
     run_pipeline(source, engine, sink, batch=4, report=report, fusion=True)
     assert report.resets == {"cut": 1} and len(sink.images) == 10
+    assert all(r["fusion"] > 0 for r in report.records) and report.summary()["stages_ms"]["fusion"]["max"] > 0
     inputs = [f.image for f in open_source(str(src))]
     assert _same(sink.images[5], engine(inputs[5][None])[0])  # the first frame after the cut: the model's alone
