@@ -172,24 +172,35 @@ def run_temporal(restorer, degraded: list[np.ndarray], seconds: list[float]) -> 
     return out, elapsed, resets
 
 
-def run_fusion(restored: list[np.ndarray], degraded: list[np.ndarray]) -> tuple[list[np.ndarray], float, dict]:
+def fuse_stream(images: list[np.ndarray], degraded: list[np.ndarray], seconds: list[float],
+                **settings) -> tuple[list[np.ndarray], float, dict]:
+    """RecursiveFusion over `images` as a stream's state runs it in the product (streamrestore.temporal:
+    cuts and gaps found on the degraded frames reset it): (outputs, seconds taken, resets)."""
     from streamrestore.fusion import RecursiveFusion
+    from streamrestore.temporal import StreamHistory
 
-    fusion = RecursiveFusion()
+    history = StreamHistory(RecursiveFusion(**settings))
     start = time.perf_counter()
-    out = [fusion(r, d) for r, d in zip(restored, degraded)]
-    return out, time.perf_counter() - start, dict(fusion.resets)
+    out = []
+    for image, before, t in zip(images, degraded, seconds):
+        history.previous_for(before, t)
+        history.remember(image)
+        out.append(history.fuse(image))
+    return out, time.perf_counter() - start, dict(history.resets)
 
 
-def run_input_fusion(restorer, degraded: list[np.ndarray]) -> tuple[list[np.ndarray], float, dict]:
-    """Design (b) of the issue, measured against (c): the same recursive fusion on the degraded frames
-    (its noise gate opened to input noise levels), then the one-frame model on the fused frame."""
-    from streamrestore.fusion import RecursiveFusion
+def run_fusion(restored: list[np.ndarray], degraded: list[np.ndarray], seconds: list[float]):
+    """Design (c): the fusion after the model."""
+    return fuse_stream(restored, degraded, seconds)
 
-    fusion = RecursiveFusion(noise_ceiling=64.0)
+
+def run_input_fusion(restorer, degraded: list[np.ndarray], seconds: list[float]):
+    """Design (b), measured against (c): the same fusion on the degraded frames (its noise gate opened
+    to input noise levels), then the one-frame model on each fused frame."""
+    fused, took, resets = fuse_stream(degraded, degraded, seconds, noise_ceiling=64.0)
     start = time.perf_counter()
-    out = [restorer(fusion(d)) for d in degraded]
-    return out, time.perf_counter() - start, dict(fusion.resets)
+    out = [restorer(f) for f in fused]
+    return out, took + time.perf_counter() - start, resets
 
 
 def run_ffmpeg(filter_: str, frames: list[np.ndarray], threads: int) -> tuple[list[np.ndarray], float]:
@@ -325,17 +336,17 @@ def measure_clip(task: str, clip: dict, index: int, restorers, tuned: dict, args
     masks = moving_masks(clean)
     outputs, timing, resets = {"clean clip": clean, "degraded input": degraded}, {}, {}
     outputs["one-frame model"], timing["one-frame model"] = run_one_frame(one, degraded)
-    fused, seconds, resets["one-frame + fusion"] = run_fusion(outputs["one-frame model"], degraded)
+    fused, seconds, resets["one-frame + fusion"] = run_fusion(outputs["one-frame model"], degraded, clip["seconds"])
     outputs["one-frame + fusion"], timing["one-frame + fusion"] = fused, timing["one-frame model"] + seconds
     fusion_ms = {"one-frame + fusion": round(seconds / len(clean) * 1e3, 2)}
     if temporal is not None:
         outputs["temporal model"], timing["temporal model"], resets["temporal model"] = run_temporal(
             temporal, degraded, clip["seconds"])
-        fused, seconds, resets["temporal + fusion"] = run_fusion(outputs["temporal model"], degraded)
+        fused, seconds, resets["temporal + fusion"] = run_fusion(outputs["temporal model"], degraded, clip["seconds"])
         outputs["temporal + fusion"], timing["temporal + fusion"] = fused, timing["temporal model"] + seconds
         fusion_ms["temporal + fusion"] = round(seconds / len(clean) * 1e3, 2)
     outputs["fusion + one-frame"], timing["fusion + one-frame"], resets["fusion + one-frame"] = run_input_fusion(
-        one, degraded)
+        one, degraded, clip["seconds"])
     for row, found in tuned.items():
         outputs[row], timing[row] = run_ffmpeg(found["chosen"], degraded, args.threads)
     rows = {row: score(out, clean, masks, timing.get(row)) for row, out in outputs.items()}

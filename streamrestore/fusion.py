@@ -25,9 +25,9 @@ frame to the previous fused output, set to 0 where no motion explains the two fr
 (within `still_margin` levels): on still content noise makes DIS wander by fractions of a pixel,
 and warping by that frame after frame blurs the history. The gate and n live at flow scale too,
 so the full-size work is one warp (bicubic: bilinear blurs the history a little at each
-step) and one blend. Causal: nothing waits for a later frame. The state is forgotten (counted
-in `resets`) when the frame size changes or at a scene cut (the rule and threshold of
-streamrestore.temporal: 1/16-scale luma differing by more than CUT_LEVELS).
+step) and one blend. Causal: nothing waits for a later frame. A new frame size starts afresh; every
+other reason to forget the state (cuts, gaps, seeks, corrupt frames, reconnects) is decided,
+counted and applied by streamrestore.temporal.StreamHistory, which holds this stage for its stream.
 
 The defaults were chosen on the built-in sample clip (streamrestore.io.sample, still camera) and
 on a hand-held variant of it (a random camera path), restored by the shipped one-frame models;
@@ -35,12 +35,8 @@ never on the clips benchmarks/temporal.py scores.
 """
 from __future__ import annotations
 
-from collections import Counter
-
 import cv2
 import numpy as np
-
-from streamrestore.temporal import CUT_LEVELS, thumbnail
 
 PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
            "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
@@ -66,9 +62,8 @@ def _squared_norm(vectors: np.ndarray) -> np.ndarray:
 class RecursiveFusion:
     """f = RecursiveFusion(); fused = f(restored) frame after frame; f.reset() forgets the state.
 
-    restored: (H, W, 3) uint8 RGB, the one-frame (or temporal) model's output for this frame;
-    degraded: the same frame before restoration, optional, used only by the scene-cut test (a cut
-    seen in either frame resets). Returns (H, W, 3) uint8 RGB. `resets` counts resets by reason.
+    restored: (H, W, 3) uint8 RGB, the one-frame (or temporal) model's output for this frame.
+    Returns (H, W, 3) uint8 RGB.
     """
 
     def __init__(self, max_weight: float = 0.8, agree: float = 1.5, noise_floor: float = 1.0,
@@ -85,38 +80,19 @@ class RecursiveFusion:
         self.occlusion_check, self.still_margin = occlusion_check, still_margin
         self.interpolation = cv2.INTER_CUBIC if cubic else cv2.INTER_LINEAR
         self.flow = cv2.DISOpticalFlow_create(PRESETS[preset])
-        self.resets: Counter = Counter()
         self.reset()
 
-    def reset(self, reason: str | None = None) -> None:
-        """Forget the state; count it under `reason` when there was one to forget."""
-        if reason and getattr(self, "_fused", None) is not None:
-            self.resets[reason] += 1
+    def reset(self) -> None:
+        """Forget the state: the next frame is passed through and starts a new average."""
         self._fused = self._luma = self._count = None
-        self._thumbs: tuple = (None, None)
 
-    def __call__(self, restored: np.ndarray, degraded: np.ndarray | None = None) -> np.ndarray:
+    def __call__(self, restored: np.ndarray) -> np.ndarray:
         if restored.dtype != np.uint8 or restored.ndim != 3 or restored.shape[2] != 3:
             raise ValueError(f"expected (H, W, 3) uint8 RGB, got {restored.dtype} {restored.shape}")
-        thumbs = (thumbnail(restored), None if degraded is None else thumbnail(degraded))
-        reason = self._discontinuity(restored, thumbs)
-        if reason:
-            self.reset(reason)
-        self._thumbs = thumbs
-        if self._fused is None:
+        if self._fused is None or self._fused.shape != restored.shape:
             self._start(restored)
             return restored
         return self._fuse(restored)
-
-    def _discontinuity(self, restored: np.ndarray, thumbs: tuple) -> str | None:
-        if self._fused is None:
-            return None
-        if self._fused.shape != restored.shape:
-            return "size"
-        for now, before in zip(thumbs, self._thumbs):
-            if now is not None and before is not None and float(np.abs(now - before).mean()) > CUT_LEVELS:
-                return "cut"
-        return None
 
     def _start(self, restored: np.ndarray) -> None:
         h, w = restored.shape[:2]

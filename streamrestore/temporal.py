@@ -26,8 +26,7 @@ import cv2
 import numpy as np
 
 CUT_LEVELS = 24.0  # mean absolute difference of 1/16-scale luma, 8-bit levels
-GAP_FRAMES = 4.0  # a forward jump of more than this many frame intervals is a gap
-RESET_REASONS = ("size", "cut", "gap", "corrupt", "reconnect")
+GAP_FRAMES = 4.0  # a jump in time of more than this many frame intervals is a gap (or a seek)
 
 
 def thumbnail(image: np.ndarray) -> np.ndarray:
@@ -75,9 +74,9 @@ class StreamHistory:
     def remember(self, restored: np.ndarray) -> None:
         self._previous = restored
 
-    def fuse(self, restored: np.ndarray, degraded: np.ndarray) -> np.ndarray:
+    def fuse(self, restored: np.ndarray) -> np.ndarray:
         """The fusion stage's output for this frame (the restored frame itself without one)."""
-        return restored if self.fusion is None else self.fusion(restored, degraded)
+        return restored if self.fusion is None else self.fusion(restored)
 
     def _change(self, image: np.ndarray, thumb: np.ndarray, seconds: float | None) -> str | None:
         if self._previous is None:
@@ -139,6 +138,6 @@ def restore_with_history(backend, frames: list, histories: list[StreamHistory]) 
     for history, image, frame in zip(histories, restored, frames):
         history.remember(image)
         start = time.perf_counter()
-        fused.append(history.fuse(image, frame.image))
+        fused.append(history.fuse(image))
         frame.timings["fusion"] = (time.perf_counter() - start) * 1e3
     return np.stack(fused)
