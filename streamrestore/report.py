@@ -65,8 +65,11 @@ class LatencyReport:
                      f"{self.facts.get('backend', '?')} on {self.facts.get('device', '?')}, "
                      f"model {self.facts.get('model', '?')}")
         if self.resets is not None:
+            mode = self.facts.get("temporal") or {}
+            parts = [name for name, on in (("video model", mode.get("video_model")), ("fusion", mode.get("fusion"))) if on]
             reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(self.resets.items()))
-            lines.append(f"temporal state reset {sum(self.resets.values())} times" + (f" ({reasons})" if reasons else ""))
+            lines.append(f"temporal ({' + '.join(parts) or 'on'}): state reset {sum(self.resets.values())} times"
+                         + (f" ({reasons})" if reasons else ""))
         return "\n".join(lines)
 
     def write_json(self, path: str) -> None:
