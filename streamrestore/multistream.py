@@ -244,6 +244,21 @@ def _finish_report(feed: _Feed, wall_seconds: float) -> None:
         report.write_json(feed.spec.report)
 
 
+def check_outputs(args) -> None:
+    """Refuse the run before any feed starts when a feed's output or report would destroy a file or
+    is written by another feed (the guard of streamrestore.outputs)."""
+    from streamrestore.outputs import Read, Write, check_writes, weights_reads
+
+    writes, reads = [], [Read("the --streams file", args.streams), *weights_reads(args.weights)]
+    for spec in load_streams(args.streams):
+        where = f"--streams {args.streams} [{spec.name}]"
+        writes += [Write(f"{where} output", "" if spec.output is None else str(spec.output), frames=True,
+                         segmented=(spec.segment_time or args.segment_time) is not None),
+                   Write(f"{where} report", None if spec.report is None else str(spec.report))]
+        reads.append(Read(f"the input of [{spec.name}]", str(spec.input)))
+    check_writes(writes, reads, overwrite=args.overwrite)
+
+
 def run_command(args, backend, facts: dict) -> int:
     """`streamrestore run --streams streams.yaml`: 0 when every feed ran cleanly, else 1."""
     from streamrestore import io
@@ -256,7 +271,6 @@ def run_command(args, backend, facts: dict) -> int:
                                                                   None if spec.reconnect is None else str(spec.reconnect)))
 
     def open_sink(spec: StreamSpec, info: StreamInfo) -> FrameSink:
-        io.check_output(spec.output, spec.input, overwrite=args.overwrite)
         return open_output(lambda p, i: io.open_sink(p, i, codec=args.codec, crf=args.crf, preset=args.preset,
                                                     tune=args.tune), spec.output, info,
                            spec.segment_time or args.segment_time)

@@ -15,6 +15,7 @@ from streamrestore.checkpoint import load_model
 from streamrestore.errors import UserError
 from streamrestore.export import OPSET, export_onnx, noise_shape
 from streamrestore.options import choice, positive_int
+from streamrestore.outputs import Write, check_writes, weights_reads
 from streamrestore.sampler import NoisePolicy
 from streamrestore.tasks import check_task, default_weights
 
@@ -38,6 +39,7 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--noise", type=choice("--noise", NOISE_CHOICES), default="input",
                    help="input (default): noise is a graph input; fixed or zero: baked in (needs --height/--width)")
     p.add_argument("--weights", help="checkpoint file instead of the task's shipped one")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--temporal", action="store_true",
                    help="the task's video model: the graph also takes `previous`, each frame's previous restored "
                         "frame (the stream state; feed the frame itself at a stream's start)")
@@ -79,9 +81,12 @@ def main(args: argparse.Namespace) -> int:
 
         trt = import_tensorrt("--format tensorrt")  # before any work: a missing runtime is one line
     weights = Path(args.weights or default_weights(args.task, "cuda" if trt else "cpu", args.temporal))
-    model = load_model(weights, "cpu")
     output = Path(args.output)
     onnx_path = output.with_suffix(".onnx") if trt else output
+    writes = [Write("-o", args.output)] if not trt else [Write("-o", str(plan_path(output))),
+                                                         Write("-o (its ONNX graph)", str(onnx_path))]
+    check_writes(writes, weights_reads(str(weights)), overwrite=args.overwrite)
+    model = load_model(weights, "cpu")
     noise = baked_noise(args.noise, args.steps, size, model.network.pad_multiple) if size else None
     export_onnx(model, onnx_path, args.steps, args.fp16, size, noise)
     shapes = f"{size[0]}x{size[1]}" if size else "dynamic HxW"
@@ -92,6 +97,11 @@ def main(args: argparse.Namespace) -> int:
     if trt:
         _build_plan(trt, model, onnx_path, output, args, size)
     return 0
+
+
+def plan_path(output: Path) -> Path:
+    """The TensorRT plan written for -o: OUTPUT itself, or NAME.plan for -o NAME.onnx."""
+    return output.with_suffix(".plan") if output.suffix == ".onnx" else output
 
 
 def _build_plan(trt, model, onnx_path: Path, output: Path, args: argparse.Namespace, size) -> None:
@@ -106,8 +116,7 @@ def _build_plan(trt, model, onnx_path: Path, output: Path, args: argparse.Namesp
         profile = shape_profile(args.steps, opt, multiple, low, high, temporal=model.is_temporal)
     if args.noise != "input":
         profile.pop("noise")
-    if output.suffix == ".onnx":
-        output = output.with_suffix(".plan")
+    output = plan_path(output)
     cache_dir().mkdir(parents=True, exist_ok=True)
     build_plan(trt, onnx_path, output, profile, args.fp16, cache_dir() / f"tensorrt-{trt.__version__}-export.timing")
     print(f"wrote {output} (TensorRT {trt.__version__} plan, profile {profile['frames']})")

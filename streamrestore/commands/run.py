@@ -9,9 +9,10 @@ import av
 
 from streamrestore.backends.registry import BACKEND_NAMES, create_backend
 from streamrestore.errors import UserError
-from streamrestore.io import check_output, open_sink, open_source
+from streamrestore.io import open_sink, open_source
 from streamrestore.io.encoding import ALL_TUNES, PRESETS
 from streamrestore.options import choice, positive_int
+from streamrestore.outputs import Read, Write, check_writes, weights_reads
 from streamrestore.pipeline import run_pipeline
 from streamrestore.profiles import add_live_arguments, apply_profile, live_source_options, open_output
 from streamrestore.report import LatencyReport
@@ -78,7 +79,9 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("give INPUT and -o OUTPUT (or --streams streams.yaml)")
     if args.input == "sample" and not os.path.exists(args.input):
         args.input = f"sample:{args.task}"  # the built-in sample clip, degraded for this task
-    check_output(args.output, args.input, overwrite=args.overwrite)
+    check_writes([Write("-o", args.output, frames=True, segmented=args.segment_time is not None),
+                  Write("--report", args.report), Write("--csv", args.csv)],
+                 [Read("the INPUT", args.input), *weights_reads(args.weights)], overwrite=args.overwrite)
     source = open_source(args.input, **live_source_options(args, args.input))
     try:
         args.temporal = args.temporal == "on" or (args.temporal == "auto" and source.info.time_base is not None)
@@ -116,6 +119,7 @@ def _run_streams(args: argparse.Namespace) -> int:
     """Several feeds on one engine (streamrestore.multistream)."""
     from streamrestore import multistream
 
+    multistream.check_outputs(args)  # before the engine is built: nothing is written on a refusal
     args.temporal = args.temporal != "off"  # feeds are video
     backend = create_backend(args.task, backend=args.backend, device=args.device, steps=args.steps,
                              noise=args.noise, weights=args.weights, temporal=args.temporal)

@@ -9,6 +9,7 @@ from streamrestore.degradations import TASKS
 from streamrestore.errors import UserError
 from streamrestore.network import SIZES
 from streamrestore.options import choice, fraction, positive_float, positive_int
+from streamrestore.outputs import OVERWRITE_HINT, Read, Write, check_writes
 
 
 def add_parser(subparsers, name: str) -> None:
@@ -44,8 +45,27 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--perceptual-weights", help="VGG16 weights file (torchvision key names) for the paper's perceptual "
                                                 "term; without it an FFT-amplitude L1 substitute is used")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint state beside --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out, .json and .train.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=main)
+
+
+def check_outputs(args, out: Path) -> None:
+    """--out, its model card and its training state go through the write guard (streamrestore.outputs);
+    --resume reuses them when there is a training state to continue."""
+    from streamrestore.checkpoint import card_path
+    from streamrestore.training import state_path
+
+    resumable = state_path(out).is_file()
+    hint = ("pass --resume to continue that training, --overwrite to start afresh, or choose another --out"
+            if resumable else OVERWRITE_HINT)
+    reuse = args.resume and resumable
+    writes = [Write("--out", str(out), may_exist=reuse),
+              Write("--out (its model card)", str(card_path(out)), may_exist=reuse),
+              Write("--out (its training state)", str(state_path(out)), may_exist=reuse)]
+    reads = [Read("the --init weights", args.init), Read("the --perceptual-weights file", args.perceptual_weights),
+             Read("the --data folder", args.data), Read("the --paired folder", args.paired)]
+    check_writes(writes, reads, overwrite=args.overwrite, hint=hint)
 
 
 def main(args) -> int:
@@ -64,6 +84,7 @@ def main(args) -> int:
         raise UserError(f"--perceptual-weights {args.perceptual_weights}: no such file")
     if args.init and not Path(args.init).is_file():
         raise UserError(f"--init {args.init}: no such file")
+    check_outputs(args, out)
     if args.data:
         files, held = split_holdout(list_images(args.data), args.holdout_every)
         if args.clip_frames:

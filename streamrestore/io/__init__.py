@@ -73,19 +73,11 @@ def image_folder_target(spec: str, info: StreamInfo) -> tuple[str | None, str]:
 
 
 def check_output(output: str, input_spec: str, *, overwrite: bool) -> None:
-    """Refuse to write over the input, or over an existing output without --overwrite."""
-    if is_live(output):
-        return
-    target = Path(output).parent if Path(output).name.startswith("*.") else Path(output)
-    if target.exists() and Path(input_spec).exists() and os.path.samefile(target, input_spec):
-        raise UserError(f"{output}: is the INPUT; choose another OUTPUT")
-    if target.is_dir():
-        if any(target.iterdir()) and not overwrite:
-            raise UserError(f"{output}: folder exists and is not empty; pass --overwrite or choose another OUTPUT")
-    elif target.exists() and not overwrite:
-        raise UserError(f"{output}: exists; pass --overwrite or choose another OUTPUT")
-    if not target.parent.is_dir() and not target.is_dir():
-        raise UserError(f"{output}: folder {target.parent} does not exist; create it first")
+    """Refuse to write over the input, or over an existing output without --overwrite (one OUTPUT;
+    streamrestore.outputs.check_writes is the guard for every file a run writes)."""
+    from streamrestore.outputs import Read, Write, check_writes
+
+    check_writes([Write("-o", output, frames=True)], [Read("the INPUT", input_spec)], overwrite=overwrite)
 
 
 def _live_module():
