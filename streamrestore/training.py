@@ -123,6 +123,8 @@ def train(config: TrainConfig, pairs, out: str | Path, resume: bool = False, car
         earlier = read_card(init_weights)  # keep the whole chain of rounds in the card
         card["initialised_from"] = {"weights": Path(init_weights).name, "training": earlier.get("training"),
                                     "initialised_from": earlier.get("initialised_from")}
+        if "noise_policy" in earlier and "noise_policy" not in card:  # until measured again (benchmarks/flicker.py)
+            card["noise_policy"] = {**earlier["noise_policy"], "inherited_from": Path(init_weights).name}
     perceptual = VGG16Perceptual(config.perceptual_weights).to(config.device) if config.perceptual_weights else fft_amplitude_l1
     optimiser = make_optimiser(model, config)
     log = {"stage_index": 0, "iteration": 0, "curve": [], "seconds": 0.0}

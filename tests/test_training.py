@@ -173,3 +173,26 @@ def test_vgg16_perceptual_loads_only_a_given_file(tmp_path):
     x, y = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
     assert float(loss(x, x)) == 0.0 and float(loss(x, y)) > 0.0
     assert not any(p.requires_grad for p in loss.parameters())
+
+
+class _StillClips(_FixedBatches):
+    """Pseudo-clips (K, N, 3, H, W): the fixed smooth image, still, with fresh noise every frame."""
+
+    def batch(self, size, frames=3):
+        noise = torch.from_numpy(self.rng.normal(0, 0.1, (frames, size, *self.hq.shape[1:])).astype(np.float32))
+        return (self.hq[:size] + noise).clamp(0, 1), self.hq[:size].expand(frames, -1, -1, -1, -1)
+
+
+def test_temporal_training_from_a_one_frame_checkpoint(tmp_path):
+    """A temporal model grown from a one-frame checkpoint: its card keeps that checkpoint's measured noise
+    policy and records the history input; a few steps on still clips lower the loss."""
+    init = tmp_path / "one.safetensors"
+    save_model(init, perturbed_model(), {"task": "denoise", "noise_policy": {"default": "zero"}})
+    config = TrainConfig(task="denoise", iters=26, batch=4, lr=2e-3, warmup=1, stages=["nonlinear"], clip_frames=3,
+                         checkpoint_seconds=1e9)
+    card = train(config, _StillClips(), tmp_path / "temporal.safetensors", progress=False, init_weights=str(init))
+    assert card["noise_policy"] == {"default": "zero", "inherited_from": "one.safetensors"}
+    assert card["architecture"]["config"]["history_channels"] == 3
+    assert load_model(tmp_path / "temporal.safetensors").is_temporal
+    curve = [loss for _, _, loss in card["training"]["loss_curve"]]
+    assert curve[-1] < curve[0]
