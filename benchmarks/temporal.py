@@ -428,6 +428,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="CPU threads for torch, OpenCV and ffmpeg's filters; auto: as benchmarks/latency.py")
     p.add_argument("--seed", type=_whole(0), default=0)
     p.add_argument("--out", default="benchmarks/results", help="folder for temporal.json, .md, .png")
+    p.add_argument("--write-cards", action="store_true",
+                   help="store each task's figures (means over the clips) in the model card of the temporal weights used")
     args = p.parse_args(argv)
     for clip in args.clips:
         if not Path(clip).is_file():
@@ -489,7 +491,30 @@ def main(argv: list[str] | None = None) -> int:
     data["fusion_cost_ms"] = fusion_cost(Path(args.clips[0]))
     data["wall_seconds"] = round(time.perf_counter() - started, 1)
     write(data, pictures, Path(args.out))
+    if args.write_cards:
+        write_cards(data)
     return 0
+
+
+def write_cards(data: dict) -> None:
+    """The mean rows of each task (and the command) into the card of the temporal weights measured."""
+    from streamrestore.checkpoint import atomic_write_bytes, card_path, read_card
+
+    keep = ("degraded input", "one-frame model", "temporal model", "one-frame + fusion", "temporal + fusion")
+    for task, info in data["weights"].items():
+        if "temporal" not in info:
+            continue
+        path = Path(info["temporal"]["path"])
+        path = path if path.is_absolute() else Path(__file__).resolve().parents[1] / path
+        card = read_card(path)
+        card["temporal_eval"] = {
+            "command": data["command"], "date": data["date"], "clips": list(data["results"][task]),
+            "frames_per_clip": data["settings"]["frames"], "width": data["settings"]["width"],
+            "cells": "Y-PSNR dB / moving-pixel Y-PSNR dB / flicker (8-bit levels), means over the clips",
+            "clean_flicker": data["means"][task]["clean clip"]["flicker"],
+            "rows": {row: [figures.get(k) for k in ("psnr_y", "psnr_moving", "flicker")]
+                     for row, figures in data["means"][task].items() if row in keep}}
+        atomic_write_bytes(card_path(path), (json.dumps(card, indent=2) + "\n").encode())
 
 
 # ---- outputs ----------------------------------------------------------------------------------

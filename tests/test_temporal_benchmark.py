@@ -99,7 +99,7 @@ def tiny_args(tmp_path: Path, weights: Path, out: str) -> list[str]:
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command")
 def test_tiny_run_writes_json_markdown_and_picture(tmp_path, temporal_weights):
-    result = run_script(*tiny_args(tmp_path, temporal_weights, "results"))
+    result = run_script(*tiny_args(tmp_path, temporal_weights, "results"), "--write-cards")
     assert result.returncode == 0, result.stderr
     out = tmp_path / "results"
     data = json.loads((out / "temporal.json").read_text())
@@ -119,6 +119,8 @@ def test_tiny_run_writes_json_markdown_and_picture(tmp_path, temporal_weights):
     assert "| row | clip.mp4 (64x48) | mean over clips |" in table and "| temporal + fusion |" in table
     assert tuned["chosen"] in table
     assert (out / "temporal.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    card = json.loads(temporal_weights.with_suffix(".json").read_text())["temporal_eval"]  # --write-cards
+    assert card["rows"]["temporal + fusion"][0] == data["means"]["denoise"]["temporal + fusion"]["psnr_y"]
 
 
 def test_without_ffmpeg_one_line_and_the_other_rows(tmp_path, temporal_weights):
