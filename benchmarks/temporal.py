@@ -48,7 +48,7 @@ MOVING_LEVELS, MOVING_DILATE = 6.0, 2
 FFMPEG_ROWS = ("ffmpeg atadenoise", "ffmpeg hqdn3d", "ffmpeg nlmeans")
 ROWS = ("clean clip", "degraded input", "one-frame model", "temporal model", "one-frame + fusion",
         "temporal + fusion", "fusion + one-frame", *FFMPEG_ROWS)
-PICTURE_ROWS = ("clean clip", "degraded input", "one-frame model", "one-frame + fusion", "temporal model")
+PICTURE_ROWS = ("clean clip", "degraded input", "one-frame model", "one-frame + fusion", "temporal + fusion")
 
 
 def _ata(a: float, b: float, s: int) -> str:
