@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 
 from streamrestore.errors import UserError
@@ -40,6 +42,17 @@ def _quiet_opencv() -> None:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
+def _name_too_long(path: str) -> str:
+    """The message for ENAMETOOLONG: raised by the first look at a path (the write guard), before any work."""
+    longest = max(path.split(os.sep), key=lambda part: len(os.fsencode(part)))
+    try:
+        limit = os.pathconf(".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    return (f"{path}: file name too long ({len(os.fsencode(longest))} bytes in one name; this file system takes "
+            f"at most {limit}); choose a shorter name")
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_opencv()
     parser = build_parser()
@@ -48,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except UserError as exc:
         sys.stderr.write(f"streamrestore: error: {exc}\n")
+        return 2
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG or not exc.filename:
+            raise
+        sys.stderr.write(f"streamrestore: error: {_name_too_long(str(exc.filename))}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("streamrestore: interrupted\n")

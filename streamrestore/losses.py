@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from streamrestore.errors import UserError
 from streamrestore.sampler import sample, sampling_times
 from streamrestore.sde import mean_reverting_marginal
 
@@ -23,6 +24,24 @@ def fft_amplitude_l1(prediction: torch.Tensor, target: torch.Tensor) -> torch.Te
     a = torch.fft.rfft2(prediction.float(), norm="ortho").abs()
     b = torch.fft.rfft2(target.float(), norm="ortho").abs()
     return (a - b).abs().mean()
+
+
+def _read_state(path: Path) -> dict:
+    """Tensors of a safetensors file or a PyTorch state dict (weights only, never code); UserError otherwise."""
+    from safetensors.torch import load_file
+
+    loaders = [load_file, lambda p: torch.load(p, map_location="cpu", weights_only=True)]
+    if path.suffix != ".safetensors":
+        loaders.reverse()
+    for load in loaders:
+        try:
+            state = load(str(path))
+        except Exception:  # noqa: BLE001 - each loader has its own errors (pickle, zip, header); try the other
+            continue
+        if isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()):
+            return state
+    raise UserError(f"--perceptual-weights {path}: not a safetensors file or a PyTorch state dict of tensors; "
+                    "give torchvision's vgg16 weights")
 
 
 class VGG16Perceptual(nn.Module):
@@ -45,13 +64,13 @@ class VGG16Perceptual(nn.Module):
                 c = v
         self.features = nn.Sequential(*layers)
         path = Path(weights)
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.items() if k.startswith("features.")}
+        state = {k: v for k, v in _read_state(path).items() if k.startswith("features.")}
+        wanted = {k: v.shape for k, v in self.state_dict().items()}
+        found = sum(k in state and tuple(state[k].shape) == tuple(shape) for k, shape in wanted.items())
+        if found < len(wanted) or len(state) > len(wanted):
+            raise UserError(f"--perceptual-weights {path}: holds {found} of the {len(wanted)} VGG16 tensors "
+                            "torchvision names features.0.weight ... features.28.bias (with their shapes); give "
+                            "torchvision's vgg16 weights")
         self.load_state_dict(state)
         self.requires_grad_(False).eval()
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))

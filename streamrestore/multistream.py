@@ -58,6 +58,9 @@ def load_streams(path: str) -> list[StreamSpec]:
             data = yaml.safe_load(f)
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror}); check the --streams path") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not a text file (byte {exc.start} is not UTF-8); --streams takes a YAML file "
+                        "like streams.yaml in the README") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     entries = data.get("streams") if isinstance(data, dict) else None
@@ -86,6 +89,7 @@ class _Feed:
     source: FrameSource | None = None
     error: str | None = None
     done: threading.Event = field(default_factory=threading.Event)  # no more frames from the reader
+    stopped: threading.Event = field(default_factory=threading.Event)  # the writer failed: read no more
     history: StreamHistory | None = None  # the temporal state of this feed (temporal model or fusion), else None
 
 
@@ -127,7 +131,7 @@ def _read(feed: _Feed, open_source, stop: threading.Event) -> None:
         for frame in feed.source:
             frame.captured_at = frame.captured_at or time.monotonic()
             seen = mark_discontinuity(frame, feed.source, seen)  # a temporal model starts afresh
-            if not _put(feed.frames, frame, stop):
+            if feed.stopped.is_set() or not _put(feed.frames, frame, stop):
                 break
     except Exception as exc:  # noqa: BLE001 - one feed failing must not stop the others
         feed.error = str(exc) if isinstance(exc, UserError) else f"{exc.__class__.__name__}: {exc}"
@@ -185,6 +189,7 @@ def _take(feeds: list[_Feed], batch: int, wait: float, one_per_feed: bool = Fals
 
 def _write(feed: _Feed, open_sink, stop: threading.Event) -> None:
     sink: FrameSink | None = None
+    failed = False  # this feed's output itself failed
     try:
         while (item := feed.restored.get()) is not _END:
             image, frame = item
@@ -199,21 +204,28 @@ def _write(feed: _Feed, open_sink, stop: threading.Event) -> None:
         feed.error = str(exc) if isinstance(exc, UserError) else f"{exc.__class__.__name__}: {exc}"
         log.error("%s: %s", feed.spec.name, feed.error)
         stop_feed(feed)
+        failed = True
         while feed.restored.get() is not _END:  # keep draining so the engine never blocks on us
             pass
     finally:
         if sink is not None:
-            _close_sink(feed, sink)
+            _close_sink(feed, sink, keep=not failed)
 
 
 def stop_feed(feed: _Feed) -> None:
+    """Called by the writer: the reader stops at its next frame. Closing the source here is safe from this
+    thread (a file source waits for the packet being decoded; a live one only signals its own threads)
+    and wakes a reader waiting for a live frame."""
+    feed.stopped.set()
     if feed.source is not None:
         feed.source.close()
 
 
-def _close_sink(feed: _Feed, sink: FrameSink) -> None:
+def _close_sink(feed: _Feed, sink: FrameSink, keep: bool = True) -> None:
+    """Finish the output (cut short if the feed failed), or remove it when nothing was written or the output
+    itself failed (a broken file must not be left looking complete)."""
     try:
-        if feed.report.records:
+        if keep and feed.report.records:
             sink.close(complete=feed.error is None)
         else:
             sink.abort()

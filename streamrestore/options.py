@@ -53,3 +53,24 @@ def positive_float(option: str, zero_ok: bool = False):
         return value
 
     return parse
+
+
+def sampling_steps(option: str):
+    """Sampling steps: 1 up to the number of distinct times Algorithm 3 visits with the schedule every
+    streamrestore checkpoint is trained with (T = 100: 7); further steps only repeat t = 1."""
+    whole = positive_int(option)
+
+    def parse(text: str) -> int:
+        value = whole(text)
+        from streamrestore.sampler import sampling_times, useful_steps
+        from streamrestore.sde import MeanRevertingSchedule
+
+        T = MeanRevertingSchedule.create().T
+        limit = useful_steps(T)
+        if value > limit:
+            times = ", ".join(map(str, sampling_times(T, limit)))
+            raise argparse.ArgumentTypeError(f"{option} {value}: at most {limit} steps are useful (t halves from "
+                                             f"T={T}: {times}; more steps repeat t=1)")
+        return value
+
+    return parse

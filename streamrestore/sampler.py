@@ -19,6 +19,11 @@ def sampling_times(T: int, steps: int) -> list[int]:
     return times
 
 
+def useful_steps(T: int) -> int:
+    """How many steps of `sampling_times` visit a new t (T, T/2, ..., 1); any further step repeats t = 1."""
+    return len(set(sampling_times(T, T)))
+
+
 def sample(model, schedule: MeanRevertingSchedule, mu: torch.Tensor, noises: list[torch.Tensor],
            previous: torch.Tensor | None = None) -> torch.Tensor:
     """Algorithm 3 with M = len(noises) steps; noises[0] starts x_T, noises[i] re-noises before step i.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from streamrestore.degradations import TASKS
 from streamrestore.errors import UserError
-from streamrestore.options import choice, positive_int
+from streamrestore.options import choice, positive_int, sampling_steps
 
 
 def add_parser(subparsers, name: str) -> None:
@@ -18,7 +18,7 @@ def add_parser(subparsers, name: str) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="folder of clean RGB photographs, degraded with the evaluation sampler")
     source.add_argument("--paired", help="folder with lq/ and gt/ subfolders of matching file names")
-    p.add_argument("--steps", nargs="+", default=[1, 2], type=positive_int("--steps"))
+    p.add_argument("--steps", nargs="+", default=[1, 2], type=sampling_steps("--steps"))
     p.add_argument("--weights", help="IR-CM checkpoint (default: the shipped one for --task)")
     p.add_argument("--baseline-weights", help="CNN-baseline checkpoint (default: the shipped one, when present)")
     p.add_argument("--split", default="all", type=choice("--split", ("all", "heldout")),

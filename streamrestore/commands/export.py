@@ -14,7 +14,7 @@ import torch
 from streamrestore.checkpoint import load_model
 from streamrestore.errors import UserError
 from streamrestore.export import OPSET, export_onnx, noise_shape
-from streamrestore.options import choice, positive_int
+from streamrestore.options import choice, positive_int, sampling_steps
 from streamrestore.outputs import Write, check_writes, weights_reads
 from streamrestore.sampler import NoisePolicy
 from streamrestore.tasks import check_task, default_weights
@@ -30,7 +30,7 @@ def add_parser(subparsers, name: str) -> None:
     p = subparsers.add_parser(name, help="export the model as an ONNX graph or a TensorRT plan", description=__doc__)
     p.add_argument("--task", required=True, help="derain, denoise, deblur or lowlight")
     p.add_argument("-o", "--output", required=True, metavar="PATH", help="the .onnx (or .plan) file to write")
-    p.add_argument("--steps", type=positive_int("--steps"), default=1, help="sampling steps in the graph (default 1)")
+    p.add_argument("--steps", type=sampling_steps("--steps"), default=1, help="sampling steps in the graph (default 1)")
     p.add_argument("--format", type=choice("--format", FORMATS), default="onnx", help="onnx (default) or tensorrt")
     p.add_argument("--fp16", action="store_true", help="network body in FP16 (the OECF stays FP32)")
     p.add_argument("--height", type=positive_int("--height", MIN_SIZE), help="fixed frame height")

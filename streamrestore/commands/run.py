@@ -4,14 +4,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 import av
 
 from streamrestore.backends.registry import BACKEND_NAMES, create_backend
 from streamrestore.errors import UserError
-from streamrestore.io import open_sink, open_source
+from streamrestore.io import is_live, open_sink, open_source
 from streamrestore.io.encoding import ALL_TUNES, PRESETS
-from streamrestore.options import choice, positive_int
+from streamrestore.io.images import is_image_path
+from streamrestore.io.video import default_codec
+from streamrestore.options import choice, positive_int, sampling_steps
 from streamrestore.outputs import Read, Write, check_writes, weights_reads
 from streamrestore.pipeline import run_pipeline
 from streamrestore.profiles import add_live_arguments, apply_profile, live_source_options, open_output
@@ -28,7 +31,7 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--task", required=True, help="derain, denoise, deblur, lowlight, or passthrough (identity)")
     p.add_argument("-o", "--output", metavar="OUTPUT",
                    help="video file (.mp4, .mkv, ...), image file, folder (PNG), folder/*.jpg, or rtsp:// URL")
-    p.add_argument("--steps", type=positive_int("--steps"), default=1, help="sampling steps (default 1)")
+    p.add_argument("--steps", type=sampling_steps("--steps"), default=1, help="sampling steps (default 1)")
     p.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--batch", type=positive_int("--batch"), help="frames per model call (default 1: lowest latency)")
@@ -54,8 +57,9 @@ def add_parser(subparsers, name: str) -> None:
     p.set_defaults(handler=main)
 
 
-def check_codec(name: str | None, crf: int | None) -> None:
-    """UserError unless `name` is a video encoder PyAV has and `crf` is within its range."""
+def check_codec(name: str | None, crf: int | None, output: str | None = None, option: str = "-o") -> None:
+    """UserError unless `name` is a video encoder PyAV has, the container of the video file `output` can
+    hold the encoder used (`name`, else the one its suffix picks) and `crf` is within that encoder's range."""
     if name is not None:
         try:
             codec = av.Codec(name, "w")
@@ -64,14 +68,56 @@ def check_codec(name: str | None, crf: int | None) -> None:
                             "libvpx-vp9, mpeg4 or ffv1") from None
         if codec.type != "video":
             raise UserError(f"--codec {name!r} is a {codec.type} encoder; give a video encoder such as libx264")
-    limit = CRF_MAX.get(name or "libx264", 63)
+    encoder = name or ("libx264" if not output or is_live(output) else default_codec(output))
+    if output and _video_file(output):
+        _check_container(encoder, output, option, given=name is not None)
+    limit = CRF_MAX.get(encoder, 63)
     if crf is not None and crf > limit:
-        raise UserError(f"--crf {crf} is out of range for {name or 'libx264'}; use 0 to {limit}")
+        raise UserError(f"--crf {crf} is out of range for {encoder}{'' if name else f' (the encoder for {output})'}"
+                        f"; use 0 to {limit}")
+
+
+def _video_file(output: str) -> bool:
+    """OUTPUT names a video file (not rtsp://, an image, a folder of images or a name without suffix)."""
+    path = Path(output)
+    return not (is_live(output) or is_image_path(output) or output.endswith(("/", os.sep)) or path.is_dir()
+                or path.name.startswith("*.") or not path.suffix)
+
+
+def _holds(encoder: str, output: str) -> bool | None:
+    """Whether FFmpeg's muxer for `output`'s suffix takes `encoder` (PyAV asks it when adding the stream;
+    nothing is written); None when FFmpeg has no muxer for that suffix (the sink says so in one line)."""
+    try:
+        container = av.open(output, "w")
+    except (av.FFmpegError, ValueError, OSError):
+        return None
+    try:
+        container.add_stream(encoder)
+        return True
+    except ValueError:  # "'mp4' format does not support 'rawvideo' codec"
+        return False
+    finally:
+        container.close()
+
+
+def _check_container(encoder: str, output: str, option: str, given: bool) -> None:
+    if _holds(encoder, output) is not False:
+        return
+    kind = Path(output).suffix
+    other = default_codec(output)
+    hint = f"use --codec {other}" if other != encoder and _holds(other, output) else "leave --codec out"
+    if _holds(encoder, "x.mkv"):
+        hint += " or a .mkv OUTPUT"
+    what = f"--codec {encoder}" if given else f"its default encoder {encoder}"
+    raise UserError(f"{option} {output}: a {kind} file cannot hold {what}; {hint}")
 
 
 def main(args: argparse.Namespace) -> int:
     check_task(args.task)
-    check_codec(args.codec, args.crf)
+    if args.streams:
+        check_codec(args.codec, None)  # the container and --crf range: per feed output, in _run_streams
+    else:
+        check_codec(args.codec, args.crf, args.output)
     apply_profile(args)
     if args.streams:
         return _run_streams(args)
@@ -120,6 +166,8 @@ def _run_streams(args: argparse.Namespace) -> int:
     from streamrestore import multistream
 
     multistream.check_outputs(args)  # before the engine is built: nothing is written on a refusal
+    for spec in multistream.load_streams(args.streams):
+        check_codec(args.codec, args.crf, str(spec.output), f"--streams {args.streams} [{spec.name}] output")
     args.temporal = args.temporal != "off"  # feeds are video
     backend = create_backend(args.task, backend=args.backend, device=args.device, steps=args.steps,
                              noise=args.noise, weights=args.weights, temporal=args.temporal)

@@ -68,6 +68,18 @@ def check_outputs(args, out: Path) -> None:
     check_writes(writes, reads, overwrite=args.overwrite, hint=hint)
 
 
+def check_patch(patch: int, pairs, folder: str, paired: bool) -> None:
+    """UserError when --patch is bigger than the training images, with the largest patch that fits. Photographs
+    smaller than the patch are scaled up (one larger image is enough); the crops of every pair must be the patch."""
+    sizes = [image.shape[:2] for image in pairs.images] if not paired else [a.shape[:2] for a, _ in pairs.pairs]
+    side = (max if not paired else min)(min(size) for size in sizes)
+    if patch <= side:
+        return
+    h, w = next(size for size in sizes if min(size) == side)
+    which = f"the smallest pair in {folder} (it is" if paired else f"every training image in {folder} (the largest is"
+    raise UserError(f"--patch {patch}: bigger than {which} {w}x{h}); use --patch {max(32, side // 16 * 16)} or less")
+
+
 def main(args) -> int:
     import torch
 
@@ -105,6 +117,7 @@ def main(args) -> int:
         pair_list = paired_files(args.paired)
         pairs = PairedPatches(pair_list, args.patch, args.seed)
         data = {"kind": "paired lq/gt", "folder": str(args.paired), "pairs": len(pair_list)}
+    check_patch(args.patch, pairs, args.data or args.paired, paired=not args.data)
     config = TrainConfig(task=args.task, size=args.size, stages=STAGE_CHOICES[args.stage], iters=args.iters,
                          batch=args.batch, patch=args.patch, lr=args.lr, seed=args.seed, device=args.device,
                          sampling_time_fraction=args.sampling_time_fraction, two_step_weight=args.two_step_weight,

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from streamrestore.errors import UserError
-from streamrestore.io.base import DecodedFrame, StreamInfo
+from streamrestore.io.base import DecodedFrame, StreamInfo, temporary_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -83,7 +83,7 @@ class ImageSink:
         else:
             stem = Path(frame.name).stem if frame.name else f"frame_{frame.index:06d}"
             target = self.dest / f"{stem}{self.suffix}"
-        tmp = target.with_name(f".{target.stem}.partial-{os.getpid()}{target.suffix}")
+        tmp = temporary_path(target)
         if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
             raise UserError(f"{target}: cannot write this image format; use .png or .jpg")
         os.replace(tmp, target)

@@ -332,6 +332,20 @@ class H264Sink:
         self.frames = 0
         self._last_pts: int | None = None
         self._clock: tuple[float, float] | None = None  # (monotonic, seconds) of the first frame
+        if format == "rtsp":  # connect (ANNOUNCE, SETUP, RECORD) now, not at the first frame
+            self._connect(open_timeout)
+
+    def _connect(self, timeout: float) -> None:
+        """Write the header; a server that accepts TCP and never answers fails within the socket `timeout`."""
+        started = time.monotonic()
+        try:
+            self.container.start_encoding()
+        except Exception as exc:  # noqa: BLE001 - refused, no answer, not an RTSP server: one line
+            self.abort()
+            waited = time.monotonic() - started
+            why = f"no answer within {timeout:g} s" if waited >= 0.9 * timeout else _describe(exc)
+            raise UserError(f"{self.target}: cannot publish ({why}); check the URL and that the server takes "
+                            "RTSP publishing (RECORD)") from None
 
     def write(self, image: np.ndarray, frame: DecodedFrame) -> None:
         pts = round(frame.pts * frame.time_base / TIME_BASE) if frame.pts is not None and frame.time_base else None
@@ -373,9 +387,11 @@ class H264Sink:
 
 
 def rtsp_sink(url: str, info: StreamInfo, *, transport: str = "tcp", realtime: bool = False,
-              preset: str | None = None, tune: str | None = None) -> H264Sink:
-    """Publish restored frames to an RTSP server (RECORD) so any player can watch them."""
-    return H264Sink(url, info, format="rtsp", options={"rtsp_transport": transport}, realtime=realtime,
+              preset: str | None = None, tune: str | None = None, timeout: float = 5.0) -> H264Sink:
+    """Publish restored frames to an RTSP server (RECORD) so any player can watch them. `timeout`: seconds
+    any socket read or write may wait (FFmpeg's `timeout`, in microseconds), connecting included."""
+    options = {"rtsp_transport": transport, "timeout": str(int(timeout * 1e6))}
+    return H264Sink(url, info, format="rtsp", options=options, realtime=realtime, open_timeout=timeout,
                     preset=preset, tune=tune)
 
 

@@ -12,7 +12,9 @@ Restored frames are 8-bit RGB; a 10-bit input is written back in its own 10-bit 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -24,7 +26,7 @@ from av.video.reformatter import Interpolation
 
 from streamrestore.errors import UserError
 from streamrestore.io import ycbcr
-from streamrestore.io.base import DecodedFrame, StreamInfo
+from streamrestore.io.base import DecodedFrame, StreamInfo, temporary_path
 from streamrestore.io.encoding import speed_options
 
 # H.273 MatrixCoefficients -> swscale matrix name, for the formats ycbcr does not convert.
@@ -100,6 +102,10 @@ class VideoFileSource:
             self.container.close()
             raise UserError(f"{path}: has no video stream; give a video file")
         self.stream = self.container.streams.video[0]
+        if self.stream.codec_context is None:  # no decoder for its codec id: e.g. a cut-off or damaged header
+            self.container.close()
+            raise UserError(f"{path}: FFmpeg has no decoder for its video stream; the file may be truncated or "
+                            "damaged, or convert it with ffmpeg first")
         self.stream.thread_type = "AUTO"
         self.info = _stream_info(self.stream, path)
         if self.info.pix_fmt is None or self.info.width <= 0:
@@ -109,6 +115,8 @@ class VideoFileSource:
         self.dropped = 0
         cc = self.stream.codec_context
         self._colour = ColourConverter(cc.colorspace, cc.color_range, self.info.pix_fmt, self.info.height)
+        self._lock = threading.Lock()  # held while FFmpeg reads or decodes, so close() never frees under it
+        self._closed = False
 
     def __iter__(self) -> Iterator[DecodedFrame]:
         for index, frame in enumerate(self._decoded()):
@@ -121,12 +129,21 @@ class VideoFileSource:
                                duration=frame.duration or None)
 
     def _decoded(self) -> Iterator[av.VideoFrame]:
-        """Frames in presentation order; packets that fail to decode are skipped and counted."""
-        in_a_row = 0
-        for packet in self.container.demux(self.stream):
-            try:
-                frames = packet.decode()
-            except av.FFmpegError:
+        """Frames in presentation order; packets that fail to decode are skipped and counted.
+        Ends quietly when close() was called (from any thread); UserError when the file ends early."""
+        in_a_row, seen = 0, _Extent()
+        packets = self.container.demux(self.stream)
+        while True:
+            with self._lock:  # one packet read and decoded; close() waits for it
+                packet = None if self._closed else _next_packet(packets, self.info.name, seen.packets)
+                if packet is None:
+                    break
+                seen.add(packet)
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError:
+                    frames = None
+            if frames is None:
                 self.skipped += 1
                 in_a_row += 1
                 if in_a_row > MAX_ERRORS_IN_A_ROW:
@@ -135,9 +152,52 @@ class VideoFileSource:
                 continue
             in_a_row = 0
             yield from frames
+        if not self._closed:
+            seen.check_complete(self.stream, self.info)
 
     def close(self) -> None:
-        self.container.close()
+        """Safe from any thread: waits for the packet being decoded, then frees the file."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self.container.close()
+
+
+def _next_packet(packets: Iterator[av.Packet], name: str, read: int) -> av.Packet | None:
+    """The next packet, None at the end; UserError when the file cannot be read on."""
+    try:
+        return next(packets, None)
+    except av.FFmpegError as exc:
+        raise UserError(f"{name}: cannot read on after {read} frames ({exc.__class__.__name__}); the file is "
+                        "damaged") from None
+
+
+class _Extent:
+    """How far demuxing got: packets read and the end time (pts + duration) of the latest one."""
+
+    def __init__(self) -> None:
+        self.packets, self.end = 0, None
+
+    def add(self, packet: av.Packet) -> None:
+        ts = packet.pts if packet.pts is not None else packet.dts
+        if ts is not None and packet.size:
+            self.packets += 1
+            end = ts + (packet.duration or 0)
+            self.end = end if self.end is None else max(self.end, end)
+
+    def check_complete(self, stream: av.video.stream.VideoStream, info: StreamInfo) -> None:
+        """UserError when the file ended well before the frames and duration its index declares (a file
+        cut off, e.g. an MP4 with its index at the front): the output would look complete but not be."""
+        declared = stream.frames or 0
+        if not stream.duration or not declared or self.packets >= declared or self.end is None:
+            return
+        tb = stream.time_base
+        missing = float((stream.duration + (stream.start_time or 0) - self.end) * tb)
+        if missing > 2.0 / float(info.average_rate or 25):
+            fixed = shlex.quote(f"fixed{Path(info.name).suffix}")
+            raise UserError(f"{info.name}: the file ends early ({self.packets} of the {declared} frames its index "
+                            f"declares): it is truncated; to restore what it holds, remux "
+                            f"it first: ffmpeg -i {shlex.quote(info.name)} -c copy {fixed}")
 
 
 def _stream_info(stream: av.video.stream.VideoStream, path: str) -> StreamInfo:
@@ -158,17 +218,12 @@ def default_codec(path: str) -> str:
 
 def output_pix_fmt(codec: av.Codec, info: StreamInfo) -> str:
     """The input's pixel format if the encoder takes it (4:4:4 when x264/x265 refuse an odd size)."""
-    formats = [f.name for f in codec.video_formats or ()]
+    formats = [f.name for f in codec.video_formats or ()] or [info.pix_fmt or "yuv420p"]  # none listed: any (rawvideo)
     wanted = info.pix_fmt if info.pix_fmt in formats else ("yuv420p" if "yuv420p" in formats else formats[0])
     odd = info.width % 2 or info.height % 2
     if odd and codec.name in ("libx264", "libx265") and ("420" in wanted or "422" in wanted):
         wanted = wanted.replace("420", "444").replace("422", "444")
     return wanted
-
-
-def temporary_path(dest: Path) -> Path:
-    """A hidden file beside `dest`, with the same suffix so FFmpeg picks the same muxer."""
-    return dest.with_name(f".{dest.stem}.partial-{os.getpid()}{dest.suffix}")
 
 
 class VideoFileSink:
@@ -229,10 +284,18 @@ class VideoFileSink:
             out.duration = frame.duration
         self._end_time = float((out.pts + (frame.duration or 1)) * tb)
         self._durations[out.pts] = frame.duration
-        if self._copy:
-            self._copy.mux_until(self._end_time)
-        self._mux(self.stream.encode(out))
+        try:
+            if self._copy:
+                self._copy.mux_until(self._end_time)
+            self._mux(self.stream.encode(out))
+        except av.FFmpegError as exc:
+            raise self._failed(exc) from None
         self.frames += 1
+
+    def _failed(self, exc: av.FFmpegError) -> UserError:
+        """One line naming OUTPUT (FFmpeg names the temporary file)."""
+        return UserError(f"{self.dest}: encoding failed after {self.frames} frames ({exc.strerror}); try another "
+                         "--codec or OUTPUT format")
 
     def _mux(self, packets: list[av.Packet]) -> None:
         """Mux encoded packets with their frame's own duration (x264 drops it; the last frame needs it)."""
@@ -243,12 +306,19 @@ class VideoFileSink:
         self.container.mux(packets)
 
     def close(self, complete: bool = True) -> int:
-        """Flush the encoder, copy the rest of the audio (up to the last frame if not complete), rename."""
-        self._mux(self.stream.encode(None))
-        if self._copy:
-            self._copy.mux_until(None if complete else self._end_time)
-            self._copy.close()
-        self.container.close()
+        """Flush the encoder, copy the rest of the audio (up to the last frame if not complete), rename.
+        If that fails the temporary file is removed: nothing half-written is left behind."""
+        try:
+            self._mux(self.stream.encode(None))
+            if self._copy:
+                self._copy.mux_until(None if complete else self._end_time)
+                self._copy.close()
+            self.container.close()
+        except BaseException as exc:
+            self.abort()
+            if isinstance(exc, av.FFmpegError):
+                raise self._failed(exc) from None
+            raise
         os.replace(self.tmp, self.dest)
         return self.frames
 
