@@ -79,3 +79,20 @@ def test_abort_leaves_nothing(tmp_path):
     sink.abort()
     src.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_out_of_order_timestamps_are_put_in_order_and_good_ones_kept():
+    """Some muxers store B-frame pts out of order (OpenCV's box.mp4 decodes as 0, 101, 67, 134, 34, 234 ms
+    ...): the frames keep their order and take the file's own times, sorted; a good file is unchanged."""
+    from types import SimpleNamespace
+
+    from streamrestore.io.video import presentation_times
+
+    def run(pts):
+        frames = [SimpleNamespace(pts=p, name=i) for i, p in enumerate(pts)]
+        return [(f.name, p) for f, p in presentation_times(iter(frames))]
+
+    shuffled = [0, 101, 67, 134, 34, 234, 201, 267, 167, 301]
+    assert run(shuffled) == list(enumerate(sorted(shuffled)))
+    assert run(list(range(0, 200, 20))) == list(enumerate(range(0, 200, 20)))
+    assert run([None, None, None]) == [(0, None), (1, None), (2, None)]

@@ -11,6 +11,8 @@ Restored frames are 8-bit RGB; a 10-bit input is written back in its own 10-bit 
 """
 from __future__ import annotations
 
+import collections
+import heapq
 import os
 import shlex
 import sys
@@ -93,6 +95,34 @@ def _open_input(path: str) -> av.container.InputContainer:
                         "give a video file, an image or a folder of images") from None
 
 
+REORDER_FRAMES = 4  # timestamps are put in order within this many frames
+
+
+def presentation_times(frames: Iterator[av.VideoFrame]) -> Iterator[tuple[av.VideoFrame, int | None]]:
+    """(frame, pts) with the pts sorted within a window of REORDER_FRAMES + 1 frames.
+
+    Decoders hand frames out in display order, but some muxers store B-frame timestamps out of
+    order (OpenCV's box.mp4: 0, 0.101, 0.067, 0.134, 0.034 s ...), and an encoder given those
+    refuses them. The oldest frame takes the smallest pending pts: the display times stay the
+    file's own, now increasing, and a well-formed file's pts come out unchanged.
+    """
+    pending: collections.deque = collections.deque()
+    times: list[int] = []
+    for frame in frames:
+        pending.append(frame)
+        if frame.pts is not None:
+            heapq.heappush(times, frame.pts)
+        if len(pending) > REORDER_FRAMES:
+            yield _oldest(pending, times)
+    while pending:
+        yield _oldest(pending, times)
+
+
+def _oldest(pending: collections.deque, times: list[int]) -> tuple[av.VideoFrame, int | None]:
+    frame = pending.popleft()
+    return frame, heapq.heappop(times) if frame.pts is not None and times else frame.pts
+
+
 class VideoFileSource:
     """Decodes the first video stream of a file to RGB `DecodedFrame`s, keeping pts and time base."""
 
@@ -119,13 +149,13 @@ class VideoFileSource:
         self._closed = False
 
     def __iter__(self) -> Iterator[DecodedFrame]:
-        for index, frame in enumerate(self._decoded()):
+        for index, (frame, pts) in enumerate(presentation_times(self._decoded())):
             try:
                 image = self._colour.to_rgb(frame)
             except (ValueError, av.FFmpegError) as exc:
                 raise UserError(f"{self.info.name}: pixel format {frame.format.name} cannot be converted "
                                 f"to RGB ({exc}); convert it with ffmpeg first") from None
-            yield DecodedFrame(image, index, frame.pts, frame.time_base, captured_at=time.monotonic(),
+            yield DecodedFrame(image, index, pts, frame.time_base, captured_at=time.monotonic(),
                                duration=frame.duration or None)
 
     def _decoded(self) -> Iterator[av.VideoFrame]:
