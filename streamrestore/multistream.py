@@ -33,7 +33,7 @@ import yaml
 from streamrestore.errors import UserError
 from streamrestore.io.base import DecodedFrame, FrameSink, FrameSource, StreamInfo
 from streamrestore.report import LatencyReport
-from streamrestore.temporal import StreamHistory, mark_discontinuity, restore_with_history, stream_state
+from streamrestore.temporal import StreamHistory, mark_reconnect, restore_with_history, stream_state
 
 log = logging.getLogger("streamrestore.multistream")
 _END = object()
@@ -127,10 +127,10 @@ def run_streams(specs: list[StreamSpec], backend, *, open_source: Callable[[Stre
 def _read(feed: _Feed, open_source, stop: threading.Event) -> None:
     try:
         feed.source = open_source(feed.spec)
-        seen = (feed.source.skipped, getattr(feed.source, "reconnects", 0))
+        seen = getattr(feed.source, "reconnects", 0)
         for frame in feed.source:
             frame.captured_at = frame.captured_at or time.monotonic()
-            seen = mark_discontinuity(frame, feed.source, seen)  # a temporal model starts afresh
+            seen = mark_reconnect(frame, feed.source, seen)  # a temporal model starts afresh
             if feed.stopped.is_set() or not _put(feed.frames, frame, stop):
                 break
     except Exception as exc:  # noqa: BLE001 - one feed failing must not stop the others

@@ -24,7 +24,7 @@ from streamrestore.backends.base import Done
 from streamrestore.errors import UserError
 from streamrestore.io.base import DecodedFrame, FrameSink, FrameSource
 from streamrestore.report import LatencyReport
-from streamrestore.temporal import StreamHistory, mark_discontinuity, restore_with_history, stream_state
+from streamrestore.temporal import StreamHistory, mark_reconnect, restore_with_history, stream_state
 
 _END = object()  # end of stream marker passed down the queues
 _POLL = 0.1  # seconds a blocked stage waits before checking for a stop
@@ -120,14 +120,14 @@ def _guarded(state: _State, stage, *args) -> None:
 
 def _decode_stage(state: _State, source: FrameSource, out: queue.Queue, batch: int) -> None:
     frames = iter(source)
-    seen = (source.skipped, getattr(source, "reconnects", 0))
+    seen = getattr(source, "reconnects", 0)
     while not state.stop_reading.is_set() and not state.abort.is_set():
         start = time.perf_counter()
         frame = next(frames, _END)
         if frame is _END:
             break
         frame.timings.setdefault("decode", (time.perf_counter() - start) * 1e3)
-        seen = mark_discontinuity(frame, source, seen)  # frames lost before this one: a temporal model starts afresh
+        seen = mark_reconnect(frame, source, seen)  # a temporal model starts afresh after a reconnect
         frame.captured_at = frame.captured_at or time.monotonic()
         if getattr(source, "policy", None) == "latest":
             _put_latest(out, frame, source, batch)  # a live feed: never queue stale frames behind restore

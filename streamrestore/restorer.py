@@ -23,24 +23,33 @@ class Restorer:
     """r = Restorer(task="derain", steps=1, device="cpu"); out = r(frame).
 
     frame: (H, W, 3) or (N, H, W, 3) uint8 RGB of any size; out has the same shape and dtype.
-    r(frame) restores every frame on its own. For video, `r.stream()` keeps each stream's temporal state
-    (streamrestore.temporal: the motion-compensated recursive fusion after the model, and the previous
-    restored frame for the task's video model where one is shipped), frame after frame:
+    r(frame) restores every frame on its own (the one-frame model). For video, `r.stream()` keeps each
+    stream's temporal state (streamrestore.temporal: the motion-compensated recursive fusion after the
+    model, and the previous restored frame for the task's video model where one is shipped):
 
         with r.stream() as s:
             for frame in frames:
                 out = s(frame)        # or s(frame, seconds=pts) so jumps in time reset the state
 
-    weights: a checkpoint path (default: the shipped one for `task`; with temporal=True, the task's
-    video model where one is shipped). temporal=False: `stream()` restores each frame alone. noise: fixed | fresh | zero (default: what the checkpoint's
-    model card recommends). backend: torch | onnxruntime | tensorrt | auto.
+    weights: a checkpoint path, used for both (default: the task's shipped one-frame model, and for
+    `stream()` its video model where one is shipped). temporal=False: `stream()` restores each frame
+    alone. noise: fixed | fresh | zero (default: what the checkpoint's model card recommends).
+    backend: torch | onnxruntime | tensorrt | auto.
     """
 
     def __init__(self, task: str = "derain", steps: int = 1, device: str = "cpu", weights: str | None = None,
                  noise: str | None = None, backend: str = "torch", fp16: bool | None = None, temporal: bool = True):
-        self.backend = create_backend(task, backend=backend, device=device, steps=steps, noise=noise,
-                                      weights=weights, fp16=fp16, temporal=temporal)
-        self.temporal = temporal
+        self._options = dict(backend=backend, device=device, steps=steps, noise=noise, weights=weights, fp16=fp16)
+        self.task, self.temporal = task, temporal
+        self.backend = create_backend(task, **self._options)  # frames on their own: the one-frame model
+        self._video_backend = None if weights is None else self.backend
+
+    @property
+    def video_backend(self):
+        """What `stream()` runs: the task's video model where one is shipped (built on first use)."""
+        if self._video_backend is None:
+            self._video_backend = create_backend(self.task, **self._options, temporal=True)
+        return self._video_backend
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         frame = _check_frame(frame)
@@ -50,7 +59,8 @@ class Restorer:
 
     def stream(self, fusion: bool | None = None) -> "RestoreStream":
         """A stream's restorer; fusion=False leaves out the fusion stage (default: on when temporal)."""
-        return RestoreStream(self.backend, stream_state(self.backend, fusion=self.temporal if fusion is None else fusion))
+        backend = self.video_backend if self.temporal else self.backend
+        return RestoreStream(backend, stream_state(backend, fusion=self.temporal if fusion is None else fusion))
 
 
 class RestoreStream:

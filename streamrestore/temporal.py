@@ -108,12 +108,12 @@ def stream_state(backend, fusion: bool = False) -> StreamHistory | None:
     return StreamHistory(RecursiveFusion() if fusion else None)
 
 
-def mark_discontinuity(frame, source, seen: tuple[int, int]) -> tuple[int, int]:
-    """Set frame.discontinuity when `source` skipped corrupt frames or reconnected since the counts
-    `seen` (skipped, reconnects) taken at the frame before; returns the counts now."""
-    now = (source.skipped, getattr(source, "reconnects", 0))
+def mark_reconnect(frame, source, seen: int) -> int:
+    """Set frame.discontinuity to "reconnect" when a live `source` reconnected since the count `seen`
+    taken at the frame before (files mark frames after undecodable packets themselves); returns the count now."""
+    now = getattr(source, "reconnects", 0)
     if now != seen:
-        frame.discontinuity = frame.discontinuity or ("corrupt" if now[0] != seen[0] else "reconnect")
+        frame.discontinuity = frame.discontinuity or "reconnect"
     return now
 
 

@@ -50,3 +50,26 @@ def test_shipped_cnn_baseline_runs_as_it_was_trained(task):
     default = Restorer(task=task, steps=1, device="cpu", weights=weights)(degraded)
     assert np.array_equal(default, Restorer(task=task, steps=1, device="cpu", weights=weights, noise="zero")(degraded))
     assert psnr_y(default, clean) > psnr_y(degraded, clean)
+
+
+@pytest.mark.parametrize("task", ["denoise", "derain", "deblur"])
+def test_shipped_video_models_are_documented_and_used_by_streams(task):
+    """The video models shipped (engines/{task}-small-temporal): temporal, with a card that holds the
+    figures benchmarks/temporal.py measured; Restorer(task).stream() runs them, r(frame) does not."""
+    path = shipped_weights(task, temporal=True)
+    card = json.loads(card_path(path).read_text())
+    assert card["architecture"]["config"]["history_channels"] == 3 and card["data"]["held_out"]
+    rows = card["temporal_eval"]["rows"]
+    assert rows["temporal + fusion"][0] > rows["one-frame model"][0]  # Y-PSNR, mean over the clips
+    r = Restorer(task=task, device="cpu")
+    assert not r.backend.temporal and r.video_backend.temporal
+    clean, degraded = _degraded_sample_frame(task)
+    with r.stream() as s:
+        assert psnr_y(s(degraded), clean) > psnr_y(degraded, clean)
+
+
+def test_lowlight_streams_use_the_one_frame_model():
+    """No lowlight video model is shipped (it measured worse): its streams run the one-frame model
+    with the fusion stage."""
+    r = Restorer(task="lowlight", device="cpu")
+    assert not r.video_backend.temporal

@@ -147,6 +147,7 @@ class VideoFileSource:
         self._colour = ColourConverter(cc.colorspace, cc.color_range, self.info.pix_fmt, self.info.height)
         self._lock = threading.Lock()  # held while FFmpeg reads or decodes, so close() never frees under it
         self._closed = False
+        self._after_loss: set[int] = set()  # id() of frames decoded right after an undecodable packet
 
     def __iter__(self) -> Iterator[DecodedFrame]:
         for index, (frame, pts) in enumerate(presentation_times(self._decoded())):
@@ -155,8 +156,10 @@ class VideoFileSource:
             except (ValueError, av.FFmpegError) as exc:
                 raise UserError(f"{self.info.name}: pixel format {frame.format.name} cannot be converted "
                                 f"to RGB ({exc}); convert it with ffmpeg first") from None
+            lost = id(frame) in self._after_loss
+            self._after_loss.discard(id(frame))
             yield DecodedFrame(image, index, pts, frame.time_base, captured_at=time.monotonic(),
-                               duration=frame.duration or None)
+                               duration=frame.duration or None, discontinuity="corrupt" if lost else None)
 
     def _decoded(self) -> Iterator[av.VideoFrame]:
         """Frames in presentation order; packets that fail to decode are skipped and counted.
@@ -180,6 +183,8 @@ class VideoFileSource:
                     raise UserError(f"{self.info.name}: stopped after {in_a_row} undecodable packets in a "
                                     "row; the file is corrupt") from None
                 continue
+            if in_a_row and frames:  # frames were lost just before this one (a temporal model starts afresh)
+                self._after_loss.add(id(frames[0]))
             in_a_row = 0
             yield from frames
         if not self._closed:
