@@ -130,7 +130,7 @@ def main(args: argparse.Namespace) -> int:
                  [Read("the INPUT", args.input), *weights_reads(args.weights)], overwrite=args.overwrite)
     source = open_source(args.input, **live_source_options(args, args.input))
     try:
-        args.temporal = args.temporal == "on" or (args.temporal == "auto" and source.info.time_base is not None)
+        args.temporal = _temporal(args, video=source.info.time_base is not None)
         backend = create_backend(args.task, backend=args.backend, device=args.device, steps=args.steps,
                                  noise=args.noise, weights=args.weights, temporal=args.temporal)
         sink = open_output(lambda path, info: open_sink(path, info, source=args.input, codec=args.codec,
@@ -168,10 +168,15 @@ def _run_streams(args: argparse.Namespace) -> int:
     multistream.check_outputs(args)  # before the engine is built: nothing is written on a refusal
     for spec in multistream.load_streams(args.streams):
         check_codec(args.codec, args.crf, str(spec.output), f"--streams {args.streams} [{spec.name}] output")
-    args.temporal = args.temporal != "off"  # feeds are video
+    args.temporal = _temporal(args, video=True)  # feeds are video
     backend = create_backend(args.task, backend=args.backend, device=args.device, steps=args.steps,
                              noise=args.noise, weights=args.weights, temporal=args.temporal)
     return multistream.run_command(args, backend, _facts(args, backend))
+
+
+def _temporal(args: argparse.Namespace, video: bool) -> bool:
+    """--temporal: auto is on for video (files, live feeds, the sample clip); passthrough stays the identity."""
+    return args.task != "passthrough" and (args.temporal == "on" or (args.temporal == "auto" and video))
 
 
 def _facts(args: argparse.Namespace, backend) -> dict:
