@@ -2,8 +2,8 @@
 
 The queues hold a few batches at most, so memory stays flat and a slow stage pushes back. The
 restore stage stacks up to `batch` frames of one size per backend call (batch 1: latency mode);
-a temporal backend restores one frame at a time, each from the one before (streamrestore.temporal),
-and the report counts the times that state was reset.
+a stream that keeps a temporal state (a video model, the fusion stage: streamrestore.temporal) is
+restored one frame at a time, each after the one before, and the report counts the state's resets.
 SIGINT/SIGTERM stop the reading; frames already in flight are still restored and written, and the
 sink is finished so what it holds is a valid file. A second signal stops the stages at once (the
 sink is still finished). An error in any stage stops all of them and removes the partial output.
