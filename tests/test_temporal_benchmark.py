@@ -145,7 +145,9 @@ def test_without_ffmpeg_one_line_and_the_other_rows(tmp_path, temporal_weights):
     (["--temporal-weights", "missing.safetensors", "--tasks", "denoise"], "missing.safetensors: no such file"),
     (["--temporal-weights", "one.safetensors"], "put {task} in the path when running several tasks"),
 ])
-def test_bad_options_give_one_line_and_exit_2(bench, capsys, args, words):
+def test_bad_options_give_one_line_and_exit_2(bench, capsys, tmp_path, args, words):
+    if "--clips" not in args:  # a clip that exists, so the option under test is the one refused
+        args = [*args, "--clips", str(make_clip(tmp_path / "clip.mp4", frames=2, audio=False))]
     with pytest.raises(SystemExit) as exited:
         bench.parse_args(args)
     assert exited.value.code == 2
