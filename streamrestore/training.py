@@ -190,7 +190,7 @@ def training_step(model, optimiser, pairs, config: TrainConfig, stage: str, gene
 
 
 @torch.no_grad()
-def recurrent_history(model: ConsistencyModel, clips: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+def recurrent_history(model: ConsistencyModel, clips: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """The previous restored frame for the last frame of each clip (K, N, 3, H, W), as inference makes it:
     1-step restores of frames 0..K-2 in turn, each fed the one before, rounded to 8 bits (the stream
     state is the uint8 output). Most clips start their history at frame 0 (the longest history); the
@@ -198,17 +198,13 @@ def recurrent_history(model: ConsistencyModel, clips: torch.Tensor, generator: t
     k, n = clips.shape[:2]
     start = torch.randint(0, k, (n,), generator=generator)
     start = torch.where(torch.rand(n, generator=generator) < 0.7, torch.zeros_like(start), start)
-    previous = clips[-1].clone()  # no history: the model's convention is previous = mu
     noises = sampling_noises(clips[0], generator)[:1]
-    history = None
+    history = clips[0]  # frame 0 is a first frame: its previous is itself
     for i in range(k - 1):
-        restored = sample(model, model.schedule, clips[i], noises, previous=history if history is not None else clips[i])
-        restored = restored.clamp(0, 1).mul(255).round().div(255)
-        begun = (start <= i).to(clips.device).view(-1, 1, 1, 1)
-        history = torch.where(begun, restored, clips[i + 1])  # a clip not yet begun: its next frame is a first frame
-    if history is not None:
-        previous = torch.where((start < k - 1).to(clips.device).view(-1, 1, 1, 1), history, clips[-1])
-    return previous
+        restored = sample(model, model.schedule, clips[i], noises, previous=history)
+        begun = (start <= i).to(clips.device).view(-1, 1, 1, 1)  # not begun: frame i+1 is a first frame
+        history = torch.where(begun, restored.clamp(0, 1).mul(255).round().div(255), clips[i + 1])
+    return history
 
 
 def model_facts(model: ConsistencyModel, config: TrainConfig) -> dict:
