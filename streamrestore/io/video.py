@@ -164,7 +164,7 @@ class VideoFileSource:
     def _decoded(self) -> Iterator[av.VideoFrame]:
         """Frames in presentation order; packets that fail to decode are skipped and counted.
         Ends quietly when close() was called (from any thread); UserError when the file ends early."""
-        in_a_row, seen = 0, _Extent()
+        in_a_row, lost, seen = 0, False, _Extent()
         packets = self.container.demux(self.stream)
         while True:
             with self._lock:  # one packet read and decoded; close() waits for it
@@ -178,13 +178,14 @@ class VideoFileSource:
                     frames = None
             if frames is None:
                 self.skipped += 1
-                in_a_row += 1
+                in_a_row, lost = in_a_row + 1, True
                 if in_a_row > MAX_ERRORS_IN_A_ROW:
                     raise UserError(f"{self.info.name}: stopped after {in_a_row} undecodable packets in a "
                                     "row; the file is corrupt") from None
                 continue
-            if in_a_row and frames:  # frames were lost just before this one (a temporal model starts afresh)
+            if lost and frames:  # the first frame after lost ones (a temporal model starts afresh there)
                 self._after_loss.add(id(frames[0]))
+                lost = False
             in_a_row = 0
             yield from frames
         if not self._closed:
