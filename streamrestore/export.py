@@ -75,18 +75,21 @@ class RestoreGraph(nn.Module):
         self.decays = [float(schedule.decay(t)) for t in times]
 
     def forward(self, frames: torch.Tensor, noise: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
-        h, w = frames.shape[1], frames.shape[2]
+        # uint8 only straight into a Cast and out of one (TensorRT takes uint8 nowhere else): cast first,
+        # take shapes from the float tensor, cast back last
+        mu = frames.float()
+        h, w = mu.shape[1], mu.shape[2]
         # pad amounts from the noise shape, so the graph needs no modulo on dynamic sizes
         pad = (0, noise.shape[4] - w, 0, noise.shape[3] - h)
-        mu = F.pad(frames.permute(0, 3, 1, 2).float() / 255, pad, mode="replicate")
-        history = None if previous is None else F.pad(previous.permute(0, 3, 1, 2).float() / 255, pad, mode="replicate")
+        mu = F.pad(mu.permute(0, 3, 1, 2) / 255, pad, mode="replicate")
+        history = None if previous is None else F.pad(previous.float().permute(0, 3, 1, 2) / 255, pad, mode="replicate")
         x = mu + self.stds[0] * noise[0]  # x_T = mu + sqrt(v_T) z
         x0 = self.model(x, mu, self.t0, history)
         for i in range(1, len(self.stds)):
             x = mu + (x0 - mu) * self.decays[i] + self.stds[i] * noise[i]  # re-noise to t_i (eq. 7)
             x0 = self.model(x, mu, getattr(self, f"t{i}"), history)
         out = (x0[:, :, :h, :w].clamp(0, 1) * 255).round()
-        return out.to(torch.uint8).permute(0, 2, 3, 1)
+        return out.permute(0, 2, 3, 1).to(torch.uint8)
 
 
 def build_graph(model: ConsistencyModel, steps: int, fp16: bool = False) -> RestoreGraph:

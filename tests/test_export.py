@@ -12,7 +12,7 @@ import torch
 from streamrestore import engine_cache
 from streamrestore.checkpoint import save_model
 from streamrestore.cli import main as cli_main
-from streamrestore.export import OPSET, build_graph, export_onnx, noise_shape
+from streamrestore.export import OPSET, OUTPUT, build_graph, export_onnx, noise_shape
 from streamrestore.training import build_model
 
 SIZES = [(37, 53), (64, 48)]
@@ -172,3 +172,19 @@ def test_graph_cache_key_holds_the_export_code(tmp_path, monkeypatch, tiny_weigh
     assert onnxruntime_backend.cached_onnx(model, tiny_weights, 1, False) == first
     monkeypatch.setattr(onnxruntime_backend, "code_version", lambda: "changed")
     assert onnxruntime_backend.cached_onnx(model, tiny_weights, 1, False) != first
+
+
+def test_uint8_only_enters_and_leaves_through_a_cast(model, tmp_path):
+    """TensorRT accepts uint8 tensors only as the input of a Cast or the output of one: every
+    consumer of the uint8 `frames` (and `previous`) input is a Cast, and the uint8 output is a Cast's."""
+    from conftest import temporal_model
+
+    for name, graph_model in (("one", model), ("temporal", temporal_model())):
+        path = export_onnx(graph_model, tmp_path / f"{name}.onnx", steps=2)
+        graph = onnx.load(str(path)).graph
+        uint8 = {i.name for i in graph.input if i.type.tensor_type.elem_type == onnx.TensorProto.UINT8}
+        assert uint8 == ({"frames", "previous"} if name == "temporal" else {"frames"})
+        consumers = [n for n in graph.node if uint8 & set(n.input)]
+        assert consumers and all(n.op_type == "Cast" for n in consumers), [n.op_type for n in consumers]
+        producer = [n for n in graph.node if OUTPUT in n.output]
+        assert [n.op_type for n in producer] == ["Cast"]
