@@ -37,13 +37,20 @@ class MeanRevertingSchedule:
         dt = -math.log(eps) / float(cumulative[-1])
         return cls(thetabar=cumulative * dt, lam=lam, T=T)
 
+    def thetabar_on(self, device: torch.device) -> torch.Tensor:
+        """thetabar on `device`, copied there once: a copy per sampling step would synchronise a CUDA stream."""
+        kept = self.__dict__.setdefault("_on_device", {})
+        if device not in kept:
+            kept[device] = self.thetabar.to(device)
+        return kept[device]
+
     def decay(self, t: torch.Tensor) -> torch.Tensor:
         """exp(-thetabar_t) as float32, for integer t of any shape."""
-        return torch.exp(-self.thetabar.to(t.device)[t]).float()
+        return torch.exp(-self.thetabar_on(t.device)[t]).float()
 
     def variance(self, t: torch.Tensor) -> torch.Tensor:
         """v_t = lambda^2 (1 - exp(-2 thetabar_t)) as float32."""
-        return (self.lam**2 * (1 - torch.exp(-2 * self.thetabar.to(t.device)[t]))).float()
+        return (self.lam**2 * (1 - torch.exp(-2 * self.thetabar_on(t.device)[t]))).float()
 
 
 def _per_sample(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -61,3 +61,12 @@ def test_origin_estimate_recovers_x0_with_true_noise_and_inverts():
     x_t = mean_reverting_marginal(s, x0, mu, t, z)
     torch.testing.assert_close(origin_from_noise(s, x_t, mu, t, z), x0, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(noise_from_origin(s, x_t, mu, t, x0), z, atol=1e-3, rtol=1e-3)
+
+
+def test_schedule_constants_are_copied_to_a_device_once():
+    """decay/variance index a per-device copy made once (on CUDA a copy per step would synchronise)."""
+    schedule = MeanRevertingSchedule.create()
+    t = torch.tensor([100, 50])
+    first = schedule.thetabar_on(t.device)
+    schedule.decay(t), schedule.variance(t)
+    assert schedule.thetabar_on(t.device) is first and torch.equal(first, schedule.thetabar)

@@ -121,6 +121,11 @@ class OnnxRuntimeBackend:
         cache = engine_cache.cache_dir()
         self.session = ort.InferenceSession(str(self.graph), options,
                                             providers=providers(self.device, self.precision == "fp16", cache))
+        running = self.session.get_providers()
+        if self.device == "cuda" and not {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(running):
+            # a GPU provider that fails to load (CUDA/cuDNN libraries) leaves the session on the CPU silently
+            raise BackendUnavailable(f"--backend onnxruntime --device cuda: the CUDA provider did not load "
+                                     f"(running {', '.join(running)}); check the CUDA and cuDNN libraries")
         self.noise = NoiseFeed(NoisePolicy(noise, seed), steps, model.network.pad_multiple)
         self.temporal = model.is_temporal
         self._binding, self._ort, self._bound_noise = self.session.io_binding(), ort, None
