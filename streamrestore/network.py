@@ -88,7 +88,8 @@ class NAFBlock(nn.Module):
         scale, shift = self.time(emb)[:, :, None, None].chunk(2, dim=1)
         y = self.norm1(x) * (1 + scale) + shift
         y = self.gate(self.dwconv(self.conv1(y)))
-        y = y * self.sca(y.mean((2, 3), keepdim=True))  # simplified channel attention
+        # simplified channel attention; the mean over every position is taken in float32 (FP16 bodies)
+        y = y * self.sca(y.float().mean((2, 3), keepdim=True).to(y.dtype))
         x = x + self.conv3(y) * self.beta
         y = self.ffn_out(self.gate(self.ffn_in(self.norm2(x))))
         return x + y * self.gamma

@@ -188,3 +188,14 @@ def test_uint8_only_enters_and_leaves_through_a_cast(model, tmp_path):
         assert consumers and all(n.op_type == "Cast" for n in consumers), [n.op_type for n in consumers]
         producer = [n for n in graph.node if OUTPUT in n.output]
         assert [n.op_type for n in producer] == ["Cast"]
+
+
+def test_fp16_graph_keeps_reductions_in_float32(model, tmp_path):
+    """With an FP16 body, every mean over the positions (the blocks' channel attention, up to ~0.5 M
+    positions at 1080p) reads float32, as LayerNorm does: FP16 sums overflow or lose precision."""
+    from onnx import shape_inference
+
+    graph = shape_inference.infer_shapes(onnx.load(str(export_onnx(model, tmp_path / "h.onnx", fp16=True)))).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input, *graph.output]}
+    means = [n for n in graph.node if n.op_type in ("ReduceMean", "GlobalAveragePool")]
+    assert means and all(types.get(n.input[0]) == onnx.TensorProto.FLOAT for n in means)
