@@ -256,13 +256,13 @@ def _finish_report(feed: _Feed, wall_seconds: float) -> None:
         report.write_json(feed.spec.report)
 
 
-def check_outputs(args) -> None:
+def check_outputs(args, specs: list[StreamSpec]) -> None:
     """Refuse the run before any feed starts when a feed's output or report would destroy a file or
     is written by another feed (the guard of streamrestore.outputs)."""
     from streamrestore.outputs import Read, Write, check_writes, weights_reads
 
     writes, reads = [], [Read("the --streams file", args.streams), *weights_reads(args.weights)]
-    for spec in load_streams(args.streams):
+    for spec in specs:
         where = f"--streams {args.streams} [{spec.name}]"
         writes += [Write(f"{where} output", "" if spec.output is None else str(spec.output), frames=True,
                          segmented=(spec.segment_time or args.segment_time) is not None),
@@ -271,12 +271,10 @@ def check_outputs(args) -> None:
     check_writes(writes, reads, overwrite=args.overwrite)
 
 
-def run_command(args, backend, facts: dict) -> int:
+def run_command(args, specs: list[StreamSpec], backend, facts: dict) -> int:
     """`streamrestore run --streams streams.yaml`: 0 when every feed ran cleanly, else 1."""
     from streamrestore import io
     from streamrestore.profiles import live_source_options, open_output
-
-    specs = load_streams(args.streams)
 
     def open_source(spec: StreamSpec) -> FrameSource:
         return io.open_source(spec.input, **live_source_options(args, spec.input, spec.live_policy,

@@ -165,13 +165,14 @@ def _run_streams(args: argparse.Namespace) -> int:
     """Several feeds on one engine (streamrestore.multistream)."""
     from streamrestore import multistream
 
-    multistream.check_outputs(args)  # before the engine is built: nothing is written on a refusal
-    for spec in multistream.load_streams(args.streams):
+    specs = multistream.load_streams(args.streams)
+    multistream.check_outputs(args, specs)  # before the engine is built: nothing is written on a refusal
+    for spec in specs:
         check_codec(args.codec, args.crf, str(spec.output), f"--streams {args.streams} [{spec.name}] output")
     args.temporal = _temporal(args, video=True)  # feeds are video
     backend = create_backend(args.task, backend=args.backend, device=args.device, steps=args.steps,
                              noise=args.noise, weights=args.weights, temporal=args.temporal)
-    return multistream.run_command(args, backend, _facts(args, backend))
+    return multistream.run_command(args, specs, backend, _facts(args, backend))
 
 
 def _temporal(args: argparse.Namespace, video: bool) -> bool:
