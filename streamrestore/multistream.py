@@ -19,6 +19,7 @@ streams.yaml:
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import queue
 import sys
@@ -71,11 +72,34 @@ def load_streams(path: str) -> list[StreamSpec]:
         if not isinstance(entry, dict) or not {"input", "output"} <= entry.keys() or entry.keys() - _KEYS:
             raise UserError(f"{path}: stream {number} needs 'input' and 'output' and only the keys "
                             f"{', '.join(sorted(_KEYS))}")
-        specs.append(StreamSpec(**{"name": f"stream{number}", **{k: entry[k] for k in entry}}))
+        specs.append(_checked(path, StreamSpec(**{"name": f"stream{number}", **{k: entry[k] for k in entry}})))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise UserError(f"{path}: stream names must be unique (got {', '.join(names)})")
     return specs
+
+
+def _checked(path: str, spec: StreamSpec) -> StreamSpec:
+    """The entry's values checked as the command-line options are (--reconnect, --live-policy, --segment-time)."""
+    from streamrestore.io.rtsp import LIVE_POLICIES
+    from streamrestore.options import attempts_or_forever, positive_float
+
+    where = f"{path}: stream {spec.name}"
+    for key in ("name", "input", "output", "report"):
+        value = getattr(spec, key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            setattr(spec, key, value := str(value))
+        if not (isinstance(value, str) and value) and not (key == "report" and value is None):
+            raise UserError(f"{where}: {key} {value!r}: give a file name or URL")
+    if spec.live_policy is not None and spec.live_policy not in LIVE_POLICIES:
+        raise UserError(f"{where}: live_policy {spec.live_policy!r}: use one of {', '.join(LIVE_POLICIES)}")
+    for key, check in (("reconnect", attempts_or_forever), ("segment_time", positive_float)):
+        value = getattr(spec, key)
+        try:
+            setattr(spec, key, None if value is None else check(key)(str(value)))
+        except argparse.ArgumentTypeError as exc:
+            raise UserError(f"{where}: {exc}") from None
+    return spec
 
 
 @dataclass

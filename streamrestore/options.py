@@ -55,6 +55,22 @@ def positive_float(option: str, zero_ok: bool = False):
     return parse
 
 
+def attempts_or_forever(option: str):
+    """A number of attempts (0 or more) or `forever`; returns the text as given (ReconnectPolicy.parse reads it)."""
+    def parse(text: str) -> str:
+        if text.strip().lower() == "forever":
+            return "forever"
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} {text!r}: give a number of attempts (0 or more) or 'forever'") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{option} {value}: the number of attempts must be 0 or more")
+        return str(value)
+
+    return parse
+
+
 def sampling_steps(option: str):
     """Sampling steps: 1 up to the number of distinct times Algorithm 3 visits with the schedule every
     streamrestore checkpoint is trained with (T = 100: 7); further steps only repeat t = 1."""

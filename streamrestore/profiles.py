@@ -31,18 +31,21 @@ def profile_settings(name: str | None) -> dict:
 def add_live_arguments(parser) -> None:
     """The `run` options for live feeds (rtsp:// INPUT or OUTPUT, several feeds)."""
     from streamrestore.io.rtsp import LIVE_POLICIES, TRANSPORTS
+    from streamrestore.options import attempts_or_forever, positive_float
 
+    # Each checked when parsed, whatever the INPUT: a file does not use them, but a bad value is still refused.
     g = parser.add_argument_group("live feeds (rtsp:// INPUT or OUTPUT)")
     g.add_argument("--profile", choices=tuple(PROFILES),
                    help="driving: batch 1, latest frame, lowest latency; surveillance: batched, every frame")
     g.add_argument("--live-policy", choices=LIVE_POLICIES,
                    help="latest (default): drop stale frames, bounded latency; all: restore every frame")
-    g.add_argument("--reconnect", default="5", metavar="N|forever",
+    g.add_argument("--reconnect", default="5", type=attempts_or_forever("--reconnect"), metavar="N|forever",
                    help="attempts with backoff after a drop or stall, also for the first connection (default 5)")
     g.add_argument("--rtsp-transport", choices=TRANSPORTS, default="tcp", help="RTSP transport (default tcp)")
-    g.add_argument("--stall-timeout", type=float, metavar="S", help="no frame for S seconds -> reconnect (default 3)")
-    g.add_argument("--duration", type=float, metavar="S", help="stop a live feed after S seconds")
-    g.add_argument("--segment-time", type=float, metavar="S",
+    g.add_argument("--stall-timeout", type=positive_float("--stall-timeout"), metavar="S",
+                   help="no frame for S seconds -> reconnect (default 3)")
+    g.add_argument("--duration", type=positive_float("--duration"), metavar="S", help="stop a live feed after S seconds")
+    g.add_argument("--segment-time", type=positive_float("--segment-time"), metavar="S",
                    help="file OUTPUT in segments of about S seconds (NAME_00000.mp4, ...)")
     g.add_argument("--streams", metavar="YAML", help="several feeds on one engine (INPUT and -o not used)")
 

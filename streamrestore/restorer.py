@@ -5,6 +5,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from streamrestore.backends.base import check_batch
 from streamrestore.backends.registry import create_backend
 from streamrestore.io.base import DecodedFrame
 from streamrestore.temporal import StreamHistory, restore_with_history, stream_state
@@ -13,9 +14,11 @@ _MICROSECOND = Fraction(1, 1_000_000)
 
 
 def _check_frame(frame: np.ndarray) -> np.ndarray:
+    """`frame` as an array; ValueError for anything but (H, W, 3) or (N, H, W, 3) uint8 RGB with N, H, W > 0."""
     frame = np.asarray(frame)
     if frame.dtype != np.uint8 or frame.ndim not in (3, 4) or frame.shape[-1] != 3:
         raise ValueError(f"expected uint8 RGB of shape (H, W, 3) or (N, H, W, 3), got {frame.dtype} {frame.shape}")
+    check_batch(frame[None] if frame.ndim == 3 else frame)
     return frame
 
 

@@ -9,12 +9,14 @@ address that accepts TCP and never answers fails within a bounded time.
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 import torch
 
@@ -207,6 +209,87 @@ def test_steps_beyond_the_useful_maximum(folder, args):
 def test_seven_steps_are_accepted(folder):
     proc = cli(folder, *RUN, "-o", "out.mp4", "--steps", "7")
     assert proc.returncode == 0, proc.stderr
+
+
+# -- options checked the same way whatever the input -------------------------------------------
+
+def refused_in_process(folder: Path, args: list, *needles: str, capsys, monkeypatch) -> str:
+    """`refused` for refusals argparse makes before any work: the CLI's main() in this process (fast)."""
+    from streamrestore.cli import main
+
+    monkeypatch.chdir(folder)
+    before = snapshot(folder)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert exit_info.value.code == 2 and "Traceback" not in err, err
+    assert len(lines) == 1 and all(n in lines[0] for n in needles), err
+    assert snapshot(folder) == before
+    return lines[0]
+
+
+@pytest.mark.parametrize("option, value, needle", [
+    ("--duration", "-5", "greater than 0"), ("--duration", "0", "greater than 0"), ("--duration", "nan", "finite"),
+    ("--duration", "soon", "give a positive number"), ("--stall-timeout", "0", "greater than 0"),
+    ("--stall-timeout", "-1", "greater than 0"), ("--stall-timeout", "inf", "finite"),
+    ("--reconnect", "abc", "'forever'"), ("--reconnect", "-3", "0 or more"), ("--reconnect", "2.5", "'forever'"),
+    ("--segment-time", "-1", "greater than 0"), ("--segment-time", "0", "greater than 0"),
+])
+def test_live_options_are_checked_with_a_file_input(folder, option, value, needle, capsys, monkeypatch):
+    """A file INPUT does not use them, but a bad value is refused all the same (it was accepted: exit 0)."""
+    refused_in_process(folder, [*RUN, "-o", "out.mp4", option, value], f"{option} ", needle,
+                       capsys=capsys, monkeypatch=monkeypatch)
+
+
+def test_live_options_refused_by_the_real_command(folder):
+    refused(folder, [*RUN, "-o", "out.mp4", "--duration", "-5"], "--duration -5", "greater than 0", timeout=60)
+
+
+def test_good_live_options_with_a_file_input_still_run(folder):
+    proc = cli(folder, *RUN, "-o", "out.mp4", "--duration", "2.5", "--stall-timeout", "1", "--reconnect", "FOREVER")
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("entry, needles", [
+    ("reconnect: sometimes", ["reconnect 'sometimes'", "'forever'"]),
+    ("reconnect: -1", ["reconnect -1", "0 or more"]),
+    ("reconnect: true", ["reconnect 'True'"]),
+    ("live_policy: newest", ["live_policy 'newest'", "latest, all"]),
+    ("segment_time: 0", ["segment_time 0", "greater than 0"]),
+    ("segment_time: soon", ["segment_time 'soon'"]),
+    ("report: [a, b]", ["report ['a', 'b']", "file name"]),
+])
+def test_streams_entries_are_checked_like_the_options(folder, entry, needles):
+    (folder / "s.yaml").write_text(f"streams:\n  - name: cam\n    input: in.mp4\n    output: s.mkv\n    {entry}\n")
+    refused(folder, ["run", "--streams", "s.yaml", "--task", "passthrough", "--quiet"], "s.yaml: stream cam",
+            *needles, timeout=60)
+
+
+@pytest.mark.parametrize("shape, needle", [
+    ((0, 0, 3), "0x0 pixels"), ((0, 16, 3), "16x0 pixels"), ((16, 0, 3), "0x16 pixels"),
+    ((0, 16, 16, 3), "empty batch"), ((2, 0, 16, 3), "16x0 pixels"), ((16, 16), "(H, W, 3)"),
+])
+def test_python_api_says_what_is_wrong_with_the_frames(shape, needle):
+    """Zero-size frames and empty batches: a ValueError naming the problem, not a PyTorch conv error."""
+    from streamrestore.restorer import Restorer
+
+    restorer = Restorer(task="denoise", device="cpu", noise="zero")
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        restorer(np.zeros(shape, np.uint8))
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        restorer.stream()(np.zeros(shape, np.uint8))
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "passthrough"])
+def test_backends_say_what_is_wrong_with_the_batch(backend):
+    from streamrestore.backends.base import PassthroughBackend
+    from streamrestore.backends.registry import create_backend
+
+    engine = PassthroughBackend() if backend == "passthrough" else create_backend("denoise", backend=backend, device="cpu")
+    for shape, needle in (((0, 16, 16, 3), "empty batch"), ((1, 0, 16, 3), "16x0 pixels"), ((16, 16, 3), "(N, H, W, 3)")):
+        with pytest.raises(ValueError, match=re.escape(needle)):
+            engine(np.zeros(shape, np.uint8))
 
 
 # -- training ---------------------------------------------------------------------------------

@@ -34,6 +34,23 @@ class Backend(Protocol):
     # (N, H, W, 3) uint8, the stream state of streamrestore.temporal: backend(frames, previous).
 
 
+def check_batch(frames: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+    """`frames` as an array, or ValueError saying what is wrong: not (N, H, W, 3) uint8 RGB, an empty
+    batch (N = 0) or frames with no pixels (H or W = 0), or `previous` not of the same shape."""
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected a batch of uint8 RGB frames of shape (N, H, W, 3), got {frames.dtype} {frames.shape}")
+    if frames.shape[0] == 0:
+        raise ValueError(f"empty batch {frames.shape}: give at least one frame")
+    if 0 in frames.shape[1:3]:
+        raise ValueError(f"frames of {frames.shape[2]}x{frames.shape[1]} pixels (width x height): "
+                         "each frame needs a height and width of at least 1")
+    if previous is not None and np.shape(previous) != frames.shape:
+        raise ValueError(f"previous frames of shape {np.shape(previous)} for frames of shape {frames.shape}: "
+                         "give one previous frame per frame, of the same size")
+    return frames
+
+
 class Pending(Protocol):
     timings: dict[str, float]  # filled when result() returns
 
@@ -64,7 +81,7 @@ class PassthroughBackend:
         self.last_timings = {"upload": 0.0, "restore": 0.0, "download": 0.0}
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
-        return frames
+        return check_batch(frames)
 
     def submit(self, frames: np.ndarray) -> Done:
         return Done(self(frames), dict(self.last_timings))

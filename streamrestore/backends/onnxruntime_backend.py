@@ -18,7 +18,7 @@ import onnx
 import torch
 
 from streamrestore import engine_cache
-from streamrestore.backends.base import Done
+from streamrestore.backends.base import Done, check_batch
 from streamrestore.backends.registry import BackendUnavailable
 from streamrestore.checkpoint import load_model, read_card, recommended_noise
 from streamrestore.errors import UserError
@@ -134,6 +134,7 @@ class OnnxRuntimeBackend:
     def submit(self, frames: np.ndarray, previous: np.ndarray | None = None) -> Done:
         """Run one batch (N, H, W, 3) uint8 RGB (a temporal model also takes each frame's previous
         restored frame, same shape; the frames themselves when None); the whole call is timed as `restore`."""
+        frames = check_batch(frames, previous)
         start = time.perf_counter()
         noise = self.noise(frames.shape)
         if noise is not self._bound_noise:  # upload once per frame size for the fixed and zero policies

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from streamrestore import engine_cache
-from streamrestore.backends.base import Done
+from streamrestore.backends.base import Done, check_batch
 from streamrestore.backends.onnxruntime_backend import NoiseFeed, cached_onnx, describe
 from streamrestore.backends.registry import BackendUnavailable
 from streamrestore.checkpoint import load_model, recommended_noise
@@ -135,6 +135,7 @@ class TensorRTBackend:
     def submit(self, frames: np.ndarray, previous: np.ndarray | None = None) -> Done:
         """Run one batch (N, H, W, 3) uint8 RGB on the engine for its shape (a temporal model also takes
         each frame's previous restored frame, same shape; the frames themselves when None)."""
+        frames = check_batch(frames, previous)
         start = time.perf_counter()
         context = self._context(tuple(frames.shape[:3]))
         with torch.cuda.stream(self.stream):
