@@ -30,6 +30,8 @@ class StreamInfo:
     name: str = ""  # file, folder or URL, for messages
     pix_fmt: str | None = None  # decoded pixel format as PyAV names it (e.g. "yuv420p10le")
     codec: str | None = None  # decoder name, for messages and the default encoder
+    field_order: int = 0  # AVFieldOrder: 0 unknown, 1 progressive, 2 tt, 3 bb, 4 tb, 5 bt (interlaced)
+    display_matrix: tuple[int, ...] | None = None  # how players rotate/flip it (FFmpeg's 3x3 int32 layout), if any
 
 
 @dataclass

@@ -8,6 +8,10 @@ limited range unless the format is a full-range "yuvj" one). Planar YUV formats 
 yuv422p10le, yuvj444p, ...) are converted by `streamrestore.io.ycbcr` with explicit matrices,
 since libswscale's conversions are biased by up to a level; other formats go through libswscale.
 Restored frames are 8-bit RGB; a 10-bit input is written back in its own 10-bit format.
+
+What players need to show the output as they showed the input is kept: the display matrix (a phone
+video's rotation), the field order of interlaced video (x264 then codes it interlaced) and every
+colour tag given, a range tag alone included (MP4/MOV write it in a `colr` box, else x264 drops it).
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ from typing import Iterator
 
 import av
 import numpy as np
+from av.codec.context import Flags
+from av.sidedata.sidedata import Type as SideDataType
 from av.video.reformatter import Interpolation
 
 from streamrestore.errors import UserError
@@ -41,6 +47,8 @@ _ENCODE_SCALER = "AREA"
 _SWS_FLAGS = ("ACCURATE_RND", "FULL_CHR_H_INT")
 DEFAULT_CODEC = {".webm": "libvpx-vp9"}  # by output suffix; everything else gets libx264
 MAX_ERRORS_IN_A_ROW = 50  # corrupt packets in a row before decoding gives up
+MOV_MUXERS = {"mov", "mp4", "3gp", "3g2", "psp", "ipod", "ismv", "f4v"}  # FFmpeg's movenc: takes movflags
+INTERLACED = {2: "tff", 3: "bff", 4: "tff", 5: "bff"}  # AVFieldOrder -> x264's field order (coded = display)
 
 
 def _sws_interpolation(name: str) -> int:
@@ -138,6 +146,7 @@ class VideoFileSource:
                             "damaged, or convert it with ffmpeg first")
         self.stream.thread_type = "AUTO"
         self.info = _stream_info(self.stream, path)
+        self.info.display_matrix = _display_matrix(path, self.stream.index)
         if self.info.pix_fmt is None or self.info.width <= 0:
             self.container.close()
             raise UserError(f"{path}: unsupported or unknown pixel format; convert it with ffmpeg first")
@@ -244,7 +253,25 @@ def _stream_info(stream: av.video.stream.VideoStream, path: str) -> StreamInfo:
     return StreamInfo(width=cc.width, height=cc.height, time_base=stream.time_base,
                       average_rate=Fraction(rate) if rate else None, frames=stream.frames or None,
                       colour=colour, sample_aspect_ratio=cc.sample_aspect_ratio, name=path,
-                      pix_fmt=cc.pix_fmt, codec=cc.name)
+                      pix_fmt=cc.pix_fmt, codec=cc.name, field_order=cc.field_order or 0)
+
+
+def _display_matrix(path: str, index: int, packets: int = 64) -> tuple[int, ...] | None:
+    """The display matrix of video stream `index` (rotation, flips), None when it has none. FFmpeg hands it
+    to each decoded frame (PyAV has no reader for the stream's own copy), so this decodes the first frame of
+    a second opening; a file that cannot give one within `packets` packets has none as far as we know."""
+    try:
+        with av.open(path, "r") as container:
+            stream = container.streams[index]
+            for count, packet in enumerate(container.demux(stream)):
+                for frame in packet.decode():
+                    data = frame.side_data.get(SideDataType.DISPLAYMATRIX)
+                    return tuple(np.frombuffer(bytes(data), "<i4").tolist()) if data is not None else None
+                if count >= packets:
+                    return None
+    except (av.FFmpegError, ValueError, OSError):
+        return None
+    return None
 
 
 def default_codec(path: str) -> str:
@@ -302,7 +329,9 @@ class VideoFileSink:
                 setattr(cc, key, info.colour[key])
         if info.sample_aspect_ratio:
             cc.sample_aspect_ratio = info.sample_aspect_ratio
+        self._keep_display(stream)
         options = speed_options(codec_name, preset, tune, live=info.is_live)
+        options.update(self._keep_fields(cc, codec_name))
         if crf is not None:  # x264's crf 0 is lossy above 8 bits; qp 0 is lossless at any depth
             options.update({"qp": "0"} if crf == 0 and codec_name == "libx264" else {"crf": str(crf)})
         if options:
@@ -310,6 +339,28 @@ class VideoFileSink:
         self._colour = ColourConverter(info.colour.get("colorspace", 2), info.colour.get("color_range", 0),
                                        stream.pix_fmt, info.height)
         return stream
+
+    def _keep_display(self, stream: av.video.stream.VideoStream) -> None:
+        """The input's display matrix (rotation, flips), and its colour tags even when only the range is
+        given: MP4/MOV write them in a `colr` box only when asked (x264 signals a range alone nowhere)."""
+        if self.info.display_matrix:
+            stream.set_display_matrix(self.info.display_matrix)
+        tagged = any(self.info.colour.get(key) not in (None, 0, 2) for key in ("color_range", "colorspace"))
+        if tagged and self.container.format.name in MOV_MUXERS:
+            self.container.options["movflags"] = "+write_colr"
+
+    def _keep_fields(self, cc: av.video.codeccontext.VideoCodecContext, codec_name: str) -> dict[str, str]:
+        """Interlaced input stays flagged interlaced: its field order on the stream (what the container
+        records), and x264 coding the frames as fields in that order (what an H.264 decoder reports).
+        Returns the encoder options this needs."""
+        order = self.info.field_order
+        if order not in INTERLACED:
+            return {}
+        cc.field_order = order
+        if codec_name != "libx264":
+            return {}
+        cc.flags |= Flags.interlaced_dct | Flags.interlaced_me
+        return {"x264-params": f"{INTERLACED[order]}=1"}
 
     def write(self, image: np.ndarray, frame: DecodedFrame) -> None:
         """Encode one (H, W, 3) uint8 RGB image at the pts of `frame` (its index if it has none)."""
