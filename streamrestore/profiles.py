@@ -40,7 +40,8 @@ def add_live_arguments(parser) -> None:
     g.add_argument("--live-policy", choices=LIVE_POLICIES,
                    help="latest (default): drop stale frames, bounded latency; all: restore every frame")
     g.add_argument("--reconnect", default="5", type=attempts_or_forever("--reconnect"), metavar="N|forever",
-                   help="attempts with backoff after a drop or stall, also for the first connection (default 5)")
+                   help="after a drop or stall: quick probes (every 0.25 s) for 30 s, then N attempts with "
+                        "backoff (0.5, 1, 2, 4, 8 s); a first connection gets the N attempts (default 5)")
     g.add_argument("--rtsp-transport", choices=TRANSPORTS, default="tcp", help="RTSP transport (default tcp)")
     g.add_argument("--stall-timeout", type=positive_float("--stall-timeout"), metavar="S",
                    help="no frame for S seconds -> reconnect (default 3)")

@@ -26,6 +26,11 @@ def test_reconnect_policy_backoff_and_parse():
     policy = ReconnectPolicy(attempts=3, first_delay=0.5, max_delay=2.0)
     assert [policy.delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 2.0]
     assert not policy.gives_up_after(3) and policy.gives_up_after(4)
+    default = ReconnectPolicy()  # a lost feed: quick probes for 30 s, then the backoff attempts
+    assert default.quick(0.0, ever_connected=True) and default.quick(29.9, ever_connected=True)
+    assert not default.quick(30.0, ever_connected=True)
+    assert not default.quick(1.0, ever_connected=False)  # a camera never reached: attempts from the start
+    assert not ReconnectPolicy(attempts=0).quick(1.0, ever_connected=True)  # --reconnect 0: never
     assert ReconnectPolicy.parse("forever").attempts is None
     assert ReconnectPolicy.parse("2").attempts == 2
     with pytest.raises(UserError, match="forever"):
@@ -83,6 +88,50 @@ def test_server_restart_mid_run_reconnects(rtsp_server):
     assert all(b > a for a, b in zip(pts, pts[1:])), "output pts must stay monotonic across the reconnect"
     gap = max(b[0] - a[0] for a, b in zip(seen, seen[1:]))
     assert gap < 8.0
+
+
+def resume_delays(source: RtspSource, server, outages: list[float], settle: float = 1.5) -> list[float]:
+    """Kill `server` for each of `outages` seconds (after `settle` s of frames) and restart it; returns, per
+    outage, the seconds from the restarted server listening again to the next frame out of `source`."""
+    arrivals: list[float] = []
+    reader = threading.Thread(target=lambda: [arrivals.append(time.monotonic()) for _ in source], daemon=True)
+    reader.start()
+    delays = []
+    for outage in outages:
+        time.sleep(settle)
+        assert arrivals and time.monotonic() - arrivals[-1] < 0.5, "frames flow before the outage"
+        server.stop()
+        time.sleep(outage)
+        server.start()
+        back = time.monotonic()
+        deadline = back + 15
+        while time.monotonic() < deadline and not (arrivals and arrivals[-1] > back):
+            time.sleep(0.02)
+        delays.append(min((t for t in arrivals if t > back), default=float("inf")) - back)
+    source.close()
+    reader.join(timeout=5)
+    return delays
+
+
+@pytest.mark.rtsp
+def test_frames_again_soon_after_the_camera_is_back(rtsp_server):
+    """The default policy: probe quickly while an outage is short, so frames flow again within about a
+    second of the camera being back (the old 0.5, 1, 2, 4, 8 s backoff waited up to 4 s more after a 4 s outage)."""
+    source = RtspSource(rtsp_server.url("cam"))
+    delays = resume_delays(source, rtsp_server, outages=[1.5, 5.0])
+    assert max(delays) < 1.5, delays
+    assert source.reconnects == 2
+
+
+@pytest.mark.rtsp
+def test_duration_ends_a_feed_that_is_down(rtsp_server):
+    """--duration S stops the feed S seconds after its first frame even while it is reconnecting."""
+    source = RtspSource(rtsp_server.url("cam"), duration=2.0)
+    threading.Timer(0.8, rtsp_server.stop).start()
+    started = time.monotonic()
+    frames = sum(1 for _ in source)  # ends without an error: the policy had not given up
+    source.close()
+    assert 3 <= frames <= 20 and time.monotonic() - started < 3.0
 
 
 @pytest.mark.rtsp
@@ -145,7 +194,7 @@ def test_two_feeds_on_one_engine_one_dies(rtsp_server_factory, tmp_path):
     servers = [rtsp_server_factory(), rtsp_server_factory()]
     specs = [StreamSpec(name=f"s{i}", input=s.url("cam"), output=str(tmp_path / f"s{i}.mp4")) for i, s in enumerate(servers)]
     open_source = lambda spec: RtspSource(spec.input, duration=4.0, stall_timeout=1.0,  # noqa: E731
-                                          reconnect=ReconnectPolicy(attempts=1, first_delay=0.2))
+                                          reconnect=ReconnectPolicy(attempts=1, first_delay=0.2, quick_for=0))
     open_sink = lambda spec, info: H264Sink(spec.output, info)  # noqa: E731
     threading.Timer(2.0, servers[1].stop).start()
     reports = run_streams(specs, PassthroughBackend(), open_source=open_source, open_sink=open_sink,

@@ -42,11 +42,22 @@ TRANSPORTS = ("tcp", "udp")
 
 @dataclass(frozen=True)
 class ReconnectPolicy:
-    """Exponential backoff: attempt n waits first_delay * 2**(n-1), capped; attempts=None is forever."""
+    """When to try again after a feed drops, stalls or cannot be reached.
 
-    attempts: int | None = 5  # 0.5+1+2+4+8 s of waiting plus timeouts: gives up within a minute
+    A feed that was delivering frames is probed every `quick_delay` seconds for the first `quick_for`
+    seconds of an outage (a refused connection costs a few milliseconds), so frames flow again within
+    about `quick_delay` plus the connection time of the camera being back; a longer outage, and a
+    first connection that never succeeded, get `attempts` attempts with exponential backoff
+    (`first_delay` * 2**(n-1), capped at `max_delay`). The quick probes do not count as attempts;
+    attempts=0 reconnects never, attempts=None forever. Defaults: a feed lost gives up about 46 s
+    into the outage (30 s of probes, then 0.5 + 1 + 2 + 4 + 8 s), a camera never reached after 15 s.
+    """
+
+    attempts: int | None = 5
     first_delay: float = 0.5
     max_delay: float = 8.0
+    quick_for: float = 30.0
+    quick_delay: float = 0.25
 
     @classmethod
     def parse(cls, text: str | int) -> "ReconnectPolicy":
@@ -62,7 +73,12 @@ class ReconnectPolicy:
         return cls(attempts=attempts)
 
     def delay(self, attempt: int) -> float:
+        """The wait before backoff attempt `attempt` (1, 2, ...)."""
         return min(self.max_delay, self.first_delay * 2 ** max(0, attempt - 1))
+
+    def quick(self, outage: float, ever_connected: bool) -> bool:
+        """Whether an outage `outage` seconds old is still probed quickly (and the probe is not an attempt)."""
+        return ever_connected and self.attempts != 0 and outage < self.quick_for
 
     def gives_up_after(self, failures: int) -> bool:
         return self.attempts is not None and failures > self.attempts
@@ -141,7 +157,7 @@ class RtspSource:
         self.skipped = 0
         self.dropped = 0
         self.reconnects = 0  # sessions that delivered frames after the first one
-        self.events: list[str] = []  # one line per drop/attempt, for the report
+        self.events: collections.deque[str] = collections.deque(maxlen=100)  # latest drops/attempts, for the report
         self._capacity = 1 if policy == "latest" else max(1, queue_size)
         self._buffer: collections.deque[DecodedFrame] = collections.deque()
         self._cond = threading.Condition()
@@ -160,32 +176,45 @@ class RtspSource:
             raise self._error
 
     def av_options(self) -> dict[str, str]:
+        """FFmpeg's options for each connection. The stream analysis at open is kept short (0.25 s) and its
+        packets are kept (no `fflags nobuffer`): they hold the key frame the camera sent first, without
+        which decoding waits a whole GOP (1-4 s on cameras) after every reconnect."""
         return {"rtsp_transport": self.transport, "timeout": str(int(self.stall_timeout * 1e6)),
-                "fflags": "nobuffer", "flags": "low_delay",
-                "analyzeduration": "500000", "probesize": "65536"}
+                "flags": "low_delay", "analyzeduration": "250000", "probesize": "65536"}
 
     # -- watchdog -------------------------------------------------------------------------------
 
     def _supervise(self) -> None:
-        failures, ever_connected = 0, False
+        failures, ever_connected, outage_start = 0, False, None
         while not self._closed.is_set():
             session = _Session(self)
             self._watch(session)
             if self._closed.is_set():
                 break
             if session.frames:
-                failures, ever_connected = 0, True
+                failures, ever_connected, outage_start = 0, True, None
+            if outage_start is None:
+                outage_start = self._last_seen if session.frames else time.monotonic()
+            if self.reconnect.quick(time.monotonic() - outage_start, ever_connected):
+                if session.frames:  # the outage begins: say so once, not at every probe
+                    self._event(f"{self.url}: {session.reason}; reconnecting (probing every "
+                                f"{self.reconnect.quick_delay:g} s for {self.reconnect.quick_for:g} s, then with backoff)")
+                self._closed.wait(self.reconnect.quick_delay)
+                continue
             failures += 1
             if self.reconnect.gives_up_after(failures):
-                self._finish(UserError(self._give_up_message(session.reason, failures, ever_connected)))
+                outage = time.monotonic() - outage_start
+                self._finish(UserError(self._give_up_message(session.reason, failures, ever_connected, outage)))
                 return
             delay = self.reconnect.delay(failures)
             limit = "" if self.reconnect.attempts is None else f"/{self.reconnect.attempts}"
-            event = f"{self.url}: {session.reason}; reconnect attempt {failures}{limit} in {delay:.1f} s"
-            self.events.append(event)
-            log.warning(event)
+            self._event(f"{self.url}: {session.reason}; reconnect attempt {failures}{limit} in {delay:.1f} s")
             self._closed.wait(delay)
         self._finish(None)
+
+    def _event(self, line: str) -> None:
+        self.events.append(line)
+        log.warning(line)
 
     def _watch(self, session: _Session) -> None:
         """Wait for the session to end; cancel it when it stalls (no frame within the timeout)."""
@@ -200,8 +229,8 @@ class RtspSource:
                 session.cancelled.set()  # the thread exits when PyAV returns; we do not wait
                 return
 
-    def _give_up_message(self, reason: str, failures: int, ever_connected: bool) -> str:
-        what = "feed lost" if ever_connected else "cannot connect"
+    def _give_up_message(self, reason: str, failures: int, ever_connected: bool, outage: float) -> str:
+        what = f"feed lost for {outage:.0f} s" if ever_connected else "cannot connect"
         return (f"{self.url}: {what} after {failures} attempt(s) ({reason}); check the camera and the "
                 "URL, or use --reconnect forever")
 
@@ -275,21 +304,25 @@ class RtspSource:
             self._cond.notify_all()
 
     def __iter__(self) -> Iterator[DecodedFrame]:
+        """Frames until the feed ends, or `duration` seconds after the first one (also while it is down)."""
         started = None
         while True:
             with self._cond:
-                while not self._buffer and not self._done:
+                while not self._buffer and not self._done and not self._expired(started):
                     self._cond.wait(0.1)
                 if not self._buffer:
                     break
                 item = self._buffer.popleft()
                 self._cond.notify_all()
             started = started if started is not None else time.monotonic()
-            if self.duration is not None and time.monotonic() - started >= self.duration:
+            if self._expired(started):
                 break
             yield item
         if self._error is not None and started is not None:
             raise self._error
+
+    def _expired(self, started: float | None) -> bool:
+        return self.duration is not None and started is not None and time.monotonic() - started >= self.duration
 
     def close(self) -> None:
         self._closed.set()
