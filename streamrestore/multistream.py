@@ -33,7 +33,8 @@ import yaml
 
 from streamrestore.errors import UserError
 from streamrestore.io.base import DecodedFrame, FrameSink, FrameSource, StreamInfo
-from streamrestore.report import LatencyReport
+from streamrestore.io import is_live
+from streamrestore.report import LIVE_RECORDS, LatencyReport
 from streamrestore.temporal import StreamHistory, mark_reconnect, restore_with_history, stream_state
 
 log = logging.getLogger("streamrestore.multistream")
@@ -125,7 +126,9 @@ def run_streams(specs: list[StreamSpec], backend, *, open_source: Callable[[Stre
     Each feed keeps its own temporal state (a temporal model's previous frame, the fusion stage's)."""
     stop = stop or threading.Event()
     feeds = [_Feed(spec, LatencyReport(facts={**(facts or {}), "stream": spec.name, "input": spec.input,
-                                              "output": spec.output}), history=stream_state(backend, fusion))
+                                              "output": spec.output},
+                                       max_records=LIVE_RECORDS if is_live(str(spec.input)) else None),
+                   history=stream_state(backend, fusion))
              for spec in specs]
     threads = []
     for feed in feeds:

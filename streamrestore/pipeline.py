@@ -23,7 +23,7 @@ import numpy as np
 from streamrestore.backends.base import Done
 from streamrestore.errors import UserError
 from streamrestore.io.base import DecodedFrame, FrameSink, FrameSource
-from streamrestore.report import LatencyReport
+from streamrestore.report import LIVE_RECORDS, LatencyReport
 from streamrestore.temporal import StreamHistory, mark_reconnect, restore_with_history, stream_state
 
 _END = object()  # end of stream marker passed down the queues
@@ -75,6 +75,8 @@ def run_pipeline(source: FrameSource, backend, sink: FrameSink, *, batch: int = 
     """Restore every frame of `source` with `backend` into `sink`; `progress.update(1)` per frame.
     fusion: run the motion-compensated recursive fusion stage after the model (streamrestore.fusion)."""
     report = report or LatencyReport()
+    if source.info.is_live and report.max_records is None:
+        report.max_records = LIVE_RECORDS  # a feed that runs for months: memory stays flat
     state = _State()
     decoded: queue.Queue = queue.Queue(maxsize=2 * batch + 2)
     restored: queue.Queue = queue.Queue(maxsize=2 * batch + 2)
