@@ -114,14 +114,45 @@ def test_every_cut_through_the_header_is_one_clear_error(tmp_path, whole):
             pytest.fail(f"a cut at byte {cut} was read as a whole file")
 
 
+@pytest.fixture(scope="module")
+def matroska(tmp_path_factory) -> dict[str, bytes]:
+    """A Matroska (H.264 + AAC) and a WebM (VP9) file of 50 frames each, written whole (duration in the header)."""
+    folder = tmp_path_factory.mktemp("matroska")
+    return {suffix: make_clip(folder / f"whole{suffix}", width=96, height=64, frames=50, codec=codec,
+                              audio=suffix == ".mkv").read_bytes()
+            for suffix, codec in ((".mkv", "libx264"), (".webm", "libvpx-vp9"))}
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".webm"])
+@pytest.mark.parametrize("percent", [30, 60, 90])
+def test_matroska_and_webm_cut_short(folder, matroska, suffix, percent):
+    """Its header declares 2 s, the data ends before: refused (it was restored as if whole, exit 0), and the
+    remux the message suggests gives a file that runs."""
+    data = matroska[suffix]
+    (folder / f"cut{suffix}").write_bytes(data[: len(data) * percent // 100])
+    refused(folder, ["run", f"cut{suffix}", "--task", "passthrough", "--quiet", "-o", "out.mkv"],
+            f"cut{suffix}", "truncated", "s of the 2.00 s its header declares", f"ffmpeg -i cut{suffix} -c copy")
+    fixed = folder / f"fixed{suffix}"  # what `ffmpeg -i cut.mkv -c copy fixed.mkv` does, through PyAV
+    with av.open(str(folder / f"cut{suffix}")) as inp, av.open(str(fixed), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream_index]
+                out.mux(packet)
+    proc = cli(folder, "run", f"fixed{suffix}", "--task", "passthrough", "--quiet", "-o", "out.mkv")
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_whole_files_are_not_called_truncated(tmp_path, whole):
     from streamrestore.io import open_source
 
     (tmp_path / "fs.mp4").write_bytes(whole)
     clips = [tmp_path / "fs.mp4", make_clip(tmp_path / "vfr.mp4", frames=15, vfr=True),
              make_clip(tmp_path / "b.mkv", frames=6, audio=False),
-             make_clip(tmp_path / "c.avi", frames=6, codec="mpeg4", audio=False)]
-    for clip, frames in zip(clips, (60, 15, 6, 6)):
+             make_clip(tmp_path / "c.avi", frames=6, codec="mpeg4", audio=False),
+             make_clip(tmp_path / "vfr.mkv", frames=15, vfr=True), make_clip(tmp_path / "d.webm", frames=6,
+                                                                               codec="libvpx-vp9", audio=False)]
+    for clip, frames in zip(clips, (60, 15, 6, 6, 15, 6)):
         source = open_source(str(clip))
         assert len(list(source)) == frames
         source.close()

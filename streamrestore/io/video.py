@@ -198,7 +198,7 @@ class VideoFileSource:
             in_a_row = 0
             yield from frames
         if not self._closed:
-            seen.check_complete(self.stream, self.info)
+            seen.check_complete(self.container, self.stream, self.info)
 
     def close(self) -> None:
         """Safe from any thread: waits for the packet being decoded, then frees the file."""
@@ -230,19 +230,42 @@ class _Extent:
             end = ts + (packet.duration or 0)
             self.end = end if self.end is None else max(self.end, end)
 
-    def check_complete(self, stream: av.video.stream.VideoStream, info: StreamInfo) -> None:
-        """UserError when the file ended well before the frames and duration its index declares (a file
-        cut off, e.g. an MP4 with its index at the front): the output would look complete but not be."""
-        declared = stream.frames or 0
-        if not stream.duration or not declared or self.packets >= declared or self.end is None:
+    def check_complete(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                       info: StreamInfo) -> None:
+        """UserError when the file ended well before the end its header declares (a file cut off: an MP4 with
+        its index at the front, a Matroska/WebM file whose duration was written when it was finished): the
+        output would look complete but not be."""
+        declared = _declared_end(container, stream)
+        if declared is None or self.end is None or (stream.frames and self.packets >= stream.frames):
             return
-        tb = stream.time_base
-        missing = float((stream.duration + (stream.start_time or 0) - self.end) * tb)
+        missing = declared - float(self.end * stream.time_base)
         if missing > 2.0 / float(info.average_rate or 25):
+            held = (f"{self.packets} of the {stream.frames} frames its index declares" if stream.frames else
+                    f"{float(self.end * stream.time_base):.2f} s of the {declared:.2f} s its header declares")
             fixed = shlex.quote(f"fixed{Path(info.name).suffix}")
-            raise UserError(f"{info.name}: the file ends early ({self.packets} of the {declared} frames its index "
-                            f"declares): it is truncated; to restore what it holds, remux "
-                            f"it first: ffmpeg -i {shlex.quote(info.name)} -c copy {fixed}")
+            raise UserError(f"{info.name}: the file ends early ({held}): it is truncated; to restore what it "
+                            f"holds, remux it first: ffmpeg -i {shlex.quote(info.name)} -c copy {fixed}")
+
+
+def _declared_end(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+    """Seconds (on the stream's clock) where the header says the video ends, None when it does not say.
+    MP4: the index's duration and frame count. Matroska/WebM: the track's DURATION tag (FFmpeg and
+    most muxers write it), else the segment duration when the video is the only stream."""
+    tb = stream.time_base
+    if stream.duration and stream.frames:
+        return float((stream.duration + (stream.start_time or 0)) * tb)
+    if "matroska" not in container.format.name:
+        return None
+    tag = next((v for k, v in stream.metadata.items() if k.upper() == "DURATION"), None)
+    if tag:
+        try:
+            hours, minutes, seconds = tag.split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        except ValueError:
+            return None
+    if container.duration and len(container.streams) == 1:
+        return (container.duration + (container.start_time or 0)) / av.time_base
+    return None
 
 
 def _stream_info(stream: av.video.stream.VideoStream, path: str) -> StreamInfo:
