@@ -9,6 +9,7 @@ import torch
 
 from streamrestore.backends.registry import BackendUnavailable, create_backend
 from streamrestore.checkpoint import save_model
+from streamrestore.errors import UserError
 from streamrestore.restorer import Restorer
 from streamrestore.training import build_model
 
@@ -113,3 +114,51 @@ def test_tensorrt_matches_torch(weights, fp16):
     assert engine.name == "tensorrt"
     for batch in (frames(37, 53), frames(64, 48)):
         assert max_level_difference(engine(batch), reference(batch)) <= 2
+
+
+def test_compiled_torch_matches_eager_and_pads_a_short_batch(weights):
+    """`--compile` (torch.compile; Inductor's C++ on the CPU) gives the eager model's frames; a file's
+    last, shorter batch replays the full batch's graph (padded) and still gives its own frames."""
+    eager = create_backend("denoise", backend="torch", device="cpu", weights=weights)
+    compiled = create_backend("denoise", backend="auto", device="cpu", weights=weights, compile=True)
+    assert compiled.name == "torch" and "torch.compile" in compiled.model
+    batch = frames(40, 56, n=3, seed=3)
+    want, got = eager(batch), compiled(batch)
+    assert compiled.restorer.compiled  # it did not fall back to eager
+    difference = got.astype(int) - want
+    assert np.abs(difference).max() <= 1 and abs(difference.mean()) < 0.01
+    assert np.abs(want.astype(int) - batch).mean() > 1
+    short = compiled(batch[:2])
+    assert short.shape == (2, 40, 56, 3)
+    assert max_level_difference(short, want[:2]) <= 1
+
+
+def test_compile_with_another_backend_is_one_line(weights):
+    with pytest.raises(UserError, match="--compile runs the torch backend"):
+        create_backend("denoise", backend="onnxruntime", device="cpu", weights=weights, compile=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_cuda_double_buffer_times_each_stage_on_its_own_stream(weights):
+    """Two batches in flight: the second batch's upload runs before the first batch's restore ends,
+    and "restore" is timed from when the compute stream starts it, not from its upload."""
+    engine = create_backend("denoise", backend="torch", device="cuda", weights=weights, fp16=True)
+    batch = frames(720, 1280, n=4)
+    engine(batch)
+    first, second = engine.submit(batch), engine.submit(batch)
+    first.result(), second.result()
+    a, b = first.spans, second.spans
+    assert b["start"] < a["restored"]  # uploaded while the first batch was being restored
+    assert b["restore_start"] >= a["restored"]
+    assert second.timings["restore"] == pytest.approx(b["restored"] - b["restore_start"], abs=0.05)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_compiled_cuda_matches_eager_fp32(weights):
+    reference = create_backend("denoise", backend="torch", device="cuda", weights=weights, fp16=False)
+    compiled = create_backend("denoise", backend="torch", device="cuda", weights=weights, compile=True)
+    for batch in (frames(64, 48, n=2), frames(64, 48, n=1)):
+        assert max_level_difference(compiled(batch), reference(batch)) <= 2
+    assert compiled.restorer.compiled

@@ -34,11 +34,12 @@ class BackendUnavailable(UserError):
 
 def create_backend(task: str, *, backend: str = "auto", device: str = "auto", steps: int = 1,
                    noise: str | None = None, weights: str | None = None, fp16: bool | None = None,
-                   temporal: bool = False) -> Backend:
+                   temporal: bool = False, compile: bool = False) -> Backend:
     """Build the backend that restores frames of `task` (N,H,W,3 uint8 RGB -> same).
 
     temporal: without `weights`, load the task's shipped video model (streamrestore.temporal) where
     there is one; the backend's `temporal` attribute says whether the model that runs is one.
+    compile: the torch backend through torch.compile (`--compile`); auto then means torch.
     Task and step count are checked here, once, for every backend."""
     from streamrestore.tasks import check_task
 
@@ -49,6 +50,10 @@ def create_backend(task: str, *, backend: str = "auto", device: str = "auto", st
     if backend not in BACKEND_NAMES:
         raise UserError(f"--backend {backend!r} is not known; use one of {', '.join(BACKEND_NAMES)}")
     kwargs = dict(task=task, steps=steps, noise=noise, weights=weights, fp16=fp16, temporal=temporal)
+    if compile:
+        if backend not in ("auto", "torch"):
+            raise UserError(f"--compile runs the torch backend; drop --backend {backend} or --compile")
+        return build("torch", device=device, compile=True, **kwargs)
     if backend == "auto":
         return _first_that_builds(_auto_candidates(device), kwargs, skip_unavailable=True)
     candidates = [(name, device) for name in (backend, *FALLBACK[backend])]

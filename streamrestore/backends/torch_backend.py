@@ -7,6 +7,7 @@ stage times from CUDA events.
 """
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -18,6 +19,8 @@ from streamrestore.checkpoint import load_model, read_card, recommended_noise
 from streamrestore.errors import UserError
 from streamrestore.sampler import NoisePolicy, sample
 from streamrestore.tasks import default_weights
+
+log = logging.getLogger("streamrestore")
 
 
 def resolve_device(device: str) -> str:
@@ -34,12 +37,29 @@ class FrameRestorer(torch.nn.Module):
     """uint8 (N, H, W, 3) RGB -> uint8 (N, H, W, 3): normalise, pad, Algorithm 3, crop, quantise.
 
     A temporal model also takes `previous`, each frame's previous restored frame (N, H, W, 3) uint8
-    (the frame itself where a stream starts afresh, streamrestore.temporal)."""
+    (the frame itself where a stream starts afresh, streamrestore.temporal).
 
-    def __init__(self, model, steps: int, noise: NoisePolicy):
+    compile: run `restore` through torch.compile (Inductor; on CUDA with CUDA graphs, mode
+    "reduce-overhead"), one static graph per frame size: a batch smaller than the largest seen at
+    that size (a file's last one) is padded to it, so it replays the same graph instead of compiling
+    anew. If compilation fails, the eager path takes over with one warning line.
+    """
+
+    def __init__(self, model, steps: int, noise: NoisePolicy, compile: bool = False):
         super().__init__()
         self.model, self.steps, self.noise = model, steps, noise
         self.multiple = model.network.pad_multiple
+        self._compiled = None
+        self._batch_at: dict[tuple[int, int], int] = {}
+        if compile:
+            cuda = next(model.parameters()).is_cuda
+            # one graph per (batch, size, steps) and per engine: more than dynamo's default 8 in one process
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+            self._compiled = torch.compile(self.restore, mode="reduce-overhead" if cuda else None, dynamic=False)
+
+    @property
+    def compiled(self) -> bool:
+        return self._compiled is not None
 
     def _normalised(self, frames: torch.Tensor) -> torch.Tensor:
         h, w = frames.shape[1:3]
@@ -47,20 +67,56 @@ class FrameRestorer(torch.nn.Module):
         pad_h, pad_w = -h % self.multiple, -w % self.multiple
         return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
 
-    def forward(self, frames: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+    def restore(self, frames: torch.Tensor, noises: list[torch.Tensor], previous: torch.Tensor | None = None):
+        """The whole frame path with the noise given: a pure function of its inputs (what is compiled)."""
         h, w = frames.shape[1:3]
         mu = self._normalised(frames)
         history = self._normalised(previous) if previous is not None and self.model.is_temporal else None
-        out = sample(self.model, self.model.schedule, mu, self.noise.draw(self.steps, mu), previous=history)
+        out = sample(self.model, self.model.schedule, mu, noises, previous=history)
         out = out[:, :, :h, :w].clamp_(0, 1).mul_(255).round_()
         return out.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+    def forward(self, frames: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+        n, h, w = frames.shape[:3]
+        padded = (n, 3, h + -h % self.multiple, w + -w % self.multiple)
+        if self._compiled is None:
+            return self.restore(frames, self.noise.draw_shaped(self.steps, padded, frames.device), previous)
+        return self._restore_compiled(frames, previous, padded)
+
+    @torch.inference_mode()
+    def _restore_compiled(self, frames: torch.Tensor, previous: torch.Tensor | None, padded: tuple) -> torch.Tensor:
+        n, h, w = frames.shape[:3]
+        full = self._batch_at.setdefault((h, w), n)
+        if n < full:  # the same graph as the full batches: pad with the last frame, drop its outputs
+            frames = torch.cat([frames, frames[-1:].expand(full - n, -1, -1, -1)])
+            previous = None if previous is None else torch.cat([previous, previous[-1:].expand(full - n, -1, -1, -1)])
+        else:
+            self._batch_at[(h, w)] = n
+        noises = self.noise.draw_shaped(self.steps, (len(frames), *padded[1:]), frames.device)
+        if not frames.is_inference():  # one kind of input tensor, so one graph per shape (dynamo guards on it)
+            frames = frames.clone()
+            previous = None if previous is None else previous.clone()
+        try:
+            if frames.is_cuda:
+                torch.compiler.cudagraph_mark_step_begin()
+            # a copy: with CUDA graphs the output lives in the graph's memory, which the next replay reuses
+            return self._compiled(frames, noises, previous)[:n].clone()
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as exc:  # a compiler failure: say so once and go on eagerly
+            log.warning("streamrestore: torch.compile failed (%s: %s); running the eager model",
+                        type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            self._compiled = None
+            return self.restore(frames[:n], [z[:n] for z in noises],
+                                None if previous is None else previous[:n])
 
 
 class TorchBackend:
     name = "torch"
 
     def __init__(self, task: str, device: str = "auto", steps: int = 1, noise: str | None = None,
-                 weights: str | None = None, fp16: bool | None = None, seed: int = 0, temporal: bool = False):
+                 weights: str | None = None, fp16: bool | None = None, seed: int = 0, temporal: bool = False,
+                 compile: bool = False):
         self.device = resolve_device(device)
         if fp16 and self.device == "cpu":
             raise UserError("--fp16 needs --device cuda; on the CPU the torch backend runs FP32")
@@ -75,7 +131,9 @@ class TorchBackend:
         size = card.get("architecture", {}).get("size", "?")
         self.model = f"{task} {size} {card.get('kind', 'ir-cm')} {steps}-step, {self.noise} noise ({path.name if hasattr(path, 'name') else path})"
         self.temporal = model.is_temporal
-        self.restorer = FrameRestorer(model, steps, NoisePolicy(self.noise, seed)).eval()
+        self.restorer = FrameRestorer(model, steps, NoisePolicy(self.noise, seed), compile=compile).eval()
+        if compile:
+            self.model += ", torch.compile"
         self.last_timings = {"upload": 0.0, "restore": 0.0, "download": 0.0}
         self._cuda = _CudaDoubleBuffer(self.restorer) if self.device == "cuda" else None
         self.asynchronous = self._cuda is not None  # submit() returns before the GPU has finished
@@ -106,20 +164,27 @@ class _Slot:
         self.host_in = torch.empty(shape, dtype=torch.uint8).pin_memory()
         self.host_out = torch.empty(shape, dtype=torch.uint8).pin_memory()
         self.device_in = torch.empty(shape, dtype=torch.uint8, device=device)
-        self.events = {k: torch.cuda.Event(enable_timing=True) for k in ("start", "uploaded", "restored", "done")}
+        self.events = {k: torch.cuda.Event(enable_timing=True) for k in SPAN_EVENTS}
         self.in_use = False
 
 
+# Each stage is timed between two events on its own stream, recorded after that stream's wait for
+# the stage before: "restore" does not include the wait for the previous batch's restore.
+SPAN_EVENTS = ("start", "uploaded", "restore_start", "restored", "download_start", "done")
+
+
 class _CudaPending:
-    def __init__(self, slot: _Slot, n: int):
-        self.slot, self.n, self.timings = slot, n, {}
+    def __init__(self, slot: _Slot, n: int, origin: torch.cuda.Event):
+        self.slot, self.n, self.origin, self.timings, self.spans = slot, n, origin, {}, {}
 
     def result(self) -> np.ndarray:
         e = self.slot.events
         e["done"].synchronize()
         self.timings = {"upload": e["start"].elapsed_time(e["uploaded"]),
-                        "restore": e["uploaded"].elapsed_time(e["restored"]),
-                        "download": e["restored"].elapsed_time(e["done"])}
+                        "restore": e["restore_start"].elapsed_time(e["restored"]),
+                        "download": e["download_start"].elapsed_time(e["done"])}
+        # ms since the backend's first batch, per event: what benchmarks/gpu_check.py reads the overlap from
+        self.spans = {k: self.origin.elapsed_time(v) for k, v in e.items()}
         out = self.slot.host_out.numpy()[:self.n].copy()
         self.slot.in_use = False
         return out
@@ -134,6 +199,7 @@ class _CudaDoubleBuffer:
         self.upload, self.compute, self.download = (torch.cuda.Stream() for _ in range(3))
         self.slots: list[_Slot | None] = [None, None]
         self.turn = 0
+        self.origin: torch.cuda.Event | None = None
 
     def submit(self, frames: np.ndarray, previous: np.ndarray | None = None) -> _CudaPending:
         n = len(frames)
@@ -146,17 +212,22 @@ class _CudaDoubleBuffer:
         slot.events["done"].synchronize()  # the slot's previous batch has left the device
         slot.host_in.numpy()[...] = frames
         with torch.cuda.stream(self.upload):
+            if self.origin is None:
+                self.origin = torch.cuda.Event(enable_timing=True)
+                self.origin.record()
             slot.events["start"].record()
             slot.device_in.copy_(slot.host_in, non_blocking=True)
             slot.events["uploaded"].record()
         with torch.cuda.stream(self.compute), torch.inference_mode():
             self.compute.wait_event(slot.events["uploaded"])
+            slot.events["restore_start"].record()
             out = self.restorer(slot.device_in[:n], slot.device_in[n:] if previous is not None else None)
             slot.events["restored"].record()
         with torch.cuda.stream(self.download):
             self.download.wait_event(slot.events["restored"])
+            slot.events["download_start"].record()
             out.record_stream(self.download)
             slot.host_out[:n].copy_(out, non_blocking=True)
             slot.events["done"].record()
         slot.in_use = True
-        return _CudaPending(slot, n)
+        return _CudaPending(slot, n, self.origin)

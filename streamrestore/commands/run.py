@@ -34,6 +34,9 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--steps", type=sampling_steps("--steps"), default=1, help="sampling steps (default 1)")
     p.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--compile", action="store_true",
+                   help="torch backend through torch.compile (CUDA graphs on CUDA): faster once compiled, "
+                        "which takes tens of seconds per frame size")
     p.add_argument("--batch", type=positive_int("--batch"), help="frames per model call (default 1: lowest latency)")
     p.add_argument("--noise", choices=("fixed", "fresh", "zero"),
                    help="sampling noise: fixed per stream, fresh per frame, or zero (default: the policy the "
@@ -132,7 +135,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         args.temporal = _temporal(args, video=source.info.time_base is not None)
         backend = create_backend(args.task, backend=args.backend, device=args.device, steps=args.steps,
-                                 noise=args.noise, weights=args.weights, temporal=args.temporal)
+                                 noise=args.noise, weights=args.weights, temporal=args.temporal, compile=args.compile)
         sink = open_output(lambda path, info: open_sink(path, info, source=args.input, codec=args.codec,
                                                         crf=args.crf, preset=args.preset, tune=args.tune),
                            args.output, source.info, args.segment_time)
@@ -171,7 +174,7 @@ def _run_streams(args: argparse.Namespace) -> int:
         check_codec(args.codec, args.crf, str(spec.output), f"--streams {args.streams} [{spec.name}] output")
     args.temporal = _temporal(args, video=True)  # feeds are video
     backend = create_backend(args.task, backend=args.backend, device=args.device, steps=args.steps,
-                             noise=args.noise, weights=args.weights, temporal=args.temporal)
+                             noise=args.noise, weights=args.weights, temporal=args.temporal, compile=args.compile)
     return multistream.run_command(args, specs, backend, _facts(args, backend))
 
 
