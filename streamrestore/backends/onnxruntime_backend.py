@@ -27,7 +27,7 @@ from streamrestore.sampler import NoisePolicy
 from streamrestore.tasks import default_weights
 
 log = logging.getLogger("streamrestore")
-GPU_INSTALL = "pip install 'streamrestore[gpu]' (onnxruntime-gpu in place of onnxruntime)"
+GPU_INSTALL = "pip uninstall -y onnxruntime && pip install onnxruntime-gpu"
 
 
 def _import_ort():
