@@ -37,12 +37,15 @@ class Restorer:
     weights: a checkpoint path, used for both (default: the task's shipped one-frame model, and for
     `stream()` its video model where one is shipped). temporal=False: `stream()` restores each frame
     alone. noise: fixed | fresh | zero (default: what the checkpoint's model card recommends).
-    backend: torch | onnxruntime | tensorrt | auto.
+    backend: torch | onnxruntime | tensorrt | openvino | auto. precision: fp32 | fp16 | bf16 | int8
+    (overrides fp16; streamrestore.backends.registry.PRECISIONS says which backend runs which).
     """
 
     def __init__(self, task: str = "derain", steps: int = 1, device: str = "cpu", weights: str | None = None,
-                 noise: str | None = None, backend: str = "torch", fp16: bool | None = None, temporal: bool = True):
-        self._options = dict(backend=backend, device=device, steps=steps, noise=noise, weights=weights, fp16=fp16)
+                 noise: str | None = None, backend: str = "torch", fp16: bool | None = None, temporal: bool = True,
+                 precision: str | None = None):
+        self._options = dict(backend=backend, device=device, steps=steps, noise=noise, weights=weights, fp16=fp16,
+                             precision=precision)
         self.task, self.temporal = task, temporal
         self.backend = create_backend(task, **self._options)  # frames on their own: the one-frame model
         self._video_backend = None if weights is None else self.backend

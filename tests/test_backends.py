@@ -53,9 +53,14 @@ def test_onnxruntime_cpu_matches_torch_fp32(weights, steps, noise):
     assert set(ort_backend.last_timings) == {"upload", "restore", "download"}
 
 
-def test_auto_on_cpu_picks_onnxruntime_and_restorer_uses_it(weights):
+def test_auto_on_cpu_picks_openvino_else_onnxruntime_and_restorer_uses_it(weights):
     restorer = Restorer(task="denoise", device="cpu", weights=weights, backend="auto")
-    assert restorer.backend.name == "onnxruntime"  # measured faster than torch eager on the CPU
+    try:
+        import openvino  # noqa: F401
+        fastest = "openvino"  # about twice onnxruntime's speed on the CPU (issue 16)
+    except ModuleNotFoundError:
+        fastest = "onnxruntime"  # measured faster than torch eager on the CPU
+    assert restorer.backend.name == fastest
     assert restorer(frames(37, 53)[0]).shape == (37, 53, 3)
 
 
@@ -83,8 +88,8 @@ def test_missing_runtime_is_one_line(weights):
 
 
 def test_unknown_backend_lists_the_valid_ones():
-    with pytest.raises(Exception, match="use one of auto, torch, onnxruntime, tensorrt"):
-        create_backend("denoise", backend="openvino")
+    with pytest.raises(Exception, match="use one of auto, torch, onnxruntime, tensorrt, openvino"):
+        create_backend("denoise", backend="tvm")
 
 
 @pytest.mark.gpu

@@ -105,18 +105,30 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, task: str, device: str = "auto", steps: int = 1, noise: str | None = None,
-                 weights: str | None = None, fp16: bool | None = None, seed: int = 0, temporal: bool = False):
+                 weights: str | None = None, precision: str | None = None, seed: int = 0, temporal: bool = False,
+                 threads: int | None = None, calibration: str | None = None):
+        """precision: fp32, fp16 (default on CUDA) or int8 (the QDQ graph of streamrestore.quantize, CPU);
+        threads: intra-op threads (default: os.cpu_count())."""
         ort = _import_ort()
         self.device = resolve_device(device)
-        self.precision = "fp16" if (self.device == "cuda" if fp16 is None else fp16) else "fp32"
+        self.precision = precision or ("fp16" if self.device == "cuda" else "fp32")
+        if self.precision not in ("fp32", "fp16", "int8"):
+            raise BackendUnavailable(f"--precision {self.precision}: --backend onnxruntime runs fp32, fp16 or int8")
+        if self.precision == "int8" and self.device != "cpu":
+            raise BackendUnavailable("--precision int8: onnxruntime runs the int8 graph on the CPU; use --device cpu")
         path = Path(weights or default_weights(task, self.device, temporal))
         model = load_model(path, "cpu")
         noise = noise or recommended_noise(path)
         self.model = describe(task, path, steps, noise)
-        self.graph = cached_onnx(model, path, steps, self.precision == "fp16")
+        if self.precision == "int8":
+            from streamrestore.quantize import cached_int8_onnx
+
+            self.graph = cached_int8_onnx(model, path, steps, task, calibration)
+        else:
+            self.graph = cached_onnx(model, path, steps, self.precision == "fp16")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = os.cpu_count() or 1
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.log_severity_level = 3  # errors only: no per-node provider chatter
         cache = engine_cache.cache_dir()
         self.session = ort.InferenceSession(str(self.graph), options,

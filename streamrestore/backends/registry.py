@@ -7,6 +7,10 @@ eager 2464/2768/3312 ms (torch's OpenMP threads stall when the cores are shared)
 each torch was ~20% faster (155 vs 194 ms at 480p), so revisit this on an idle machine. A backend whose runtime is missing raises
 BackendUnavailable (a one-line UserError saying what to install); a backend that fails to build
 falls back to the next one with one warning line.
+
+On the CPU, openvino (when installed) comes before onnxruntime: its fp32 ran the 480p model in about
+half onnxruntime's time here (issue 16; README, Speed). Precisions are per backend (PRECISIONS); one
+a backend cannot run is one line naming the backends that can.
 """
 from __future__ import annotations
 
@@ -18,14 +22,21 @@ from streamrestore.errors import UserError
 
 log = logging.getLogger("streamrestore")
 
-BACKEND_NAMES = ("auto", "torch", "onnxruntime", "tensorrt")
+BACKEND_NAMES = ("auto", "torch", "onnxruntime", "tensorrt", "openvino")
 BACKENDS = {
     "torch": ("streamrestore.backends.torch_backend", "TorchBackend"),
     "onnxruntime": ("streamrestore.backends.onnxruntime_backend", "OnnxRuntimeBackend"),
     "tensorrt": ("streamrestore.backends.tensorrt_backend", "TensorRTBackend"),
+    "openvino": ("streamrestore.backends.openvino_backend", "OpenVinoBackend"),
 }
-FALLBACK = {"tensorrt": ("onnxruntime", "torch"), "onnxruntime": ("torch",), "torch": ()}
+FALLBACK = {"tensorrt": ("onnxruntime", "torch"), "onnxruntime": ("torch",), "torch": (),
+            "openvino": ("onnxruntime", "torch")}
 AUTO_ORDER = ("tensorrt", "onnxruntime", "torch")
+CPU_ORDER = ("openvino", "onnxruntime", "torch")
+PRECISION_NAMES = ("fp32", "fp16", "bf16", "int8")
+PRECISIONS = {"torch": ("fp32", "fp16"), "onnxruntime": ("fp32", "fp16", "int8"), "tensorrt": ("fp32", "fp16"),
+              "openvino": ("fp32", "bf16", "int8")}
+TAKES_PRECISION = ("onnxruntime", "openvino")  # the others take fp16=True/False (torch, tensorrt)
 
 
 class BackendUnavailable(UserError):
@@ -34,12 +45,16 @@ class BackendUnavailable(UserError):
 
 def create_backend(task: str, *, backend: str = "auto", device: str = "auto", steps: int = 1,
                    noise: str | None = None, weights: str | None = None, fp16: bool | None = None,
-                   temporal: bool = False, compile: bool = False) -> Backend:
+                   temporal: bool = False, compile: bool = False, precision: str | None = None,
+                   threads: int | None = None, calibration: str | None = None) -> Backend:
     """Build the backend that restores frames of `task` (N,H,W,3 uint8 RGB -> same).
 
     temporal: without `weights`, load the task's shipped video model (streamrestore.temporal) where
     there is one; the backend's `temporal` attribute says whether the model that runs is one.
     compile: the torch backend through torch.compile (`--compile`); auto then means torch.
+    precision: fp32, fp16, bf16 or int8 (`--precision`; overrides fp16), among the backend's PRECISIONS;
+    auto then tries only the backends that run it. threads: inference threads (onnxruntime, openvino).
+    calibration: the folder of clean photographs int8 calibrates on (streamrestore.quantize).
     Task and step count are checked here, once, for every backend."""
     from streamrestore.tasks import check_task
 
@@ -49,15 +64,37 @@ def create_backend(task: str, *, backend: str = "auto", device: str = "auto", st
         raise UserError(f"--steps {steps}: must be 1 or more")
     if backend not in BACKEND_NAMES:
         raise UserError(f"--backend {backend!r} is not known; use one of {', '.join(BACKEND_NAMES)}")
-    kwargs = dict(task=task, steps=steps, noise=noise, weights=weights, fp16=fp16, temporal=temporal)
+    check_precision(backend, precision, compile)
+    kwargs = dict(task=task, steps=steps, noise=noise, weights=weights, fp16=fp16, temporal=temporal,
+                  precision=precision, threads=threads, calibration=calibration)
     if compile:
         if backend not in ("auto", "torch"):
             raise UserError(f"--compile runs the torch backend; drop --backend {backend} or --compile")
         return build("torch", device=device, compile=True, **kwargs)
     if backend == "auto":
-        return _first_that_builds(_auto_candidates(device), kwargs, skip_unavailable=True)
-    candidates = [(name, device) for name in (backend, *FALLBACK[backend])]
-    return _first_that_builds(candidates, kwargs, skip_unavailable=False)
+        candidates = [(n, d) for n, d in _auto_candidates(device) if precision is None or precision in PRECISIONS[n]]
+        return _first_that_builds(candidates, kwargs, skip_unavailable=True)
+    names = [name for name in (backend, *FALLBACK[backend]) if precision is None or precision in PRECISIONS[name]]
+    return _first_that_builds([(name, device) for name in names], kwargs, skip_unavailable=False)
+
+
+def check_precision(backend: str, precision: str | None, compile: bool = False) -> None:
+    """UserError unless `precision` is known and `backend` (auto: some backend) can run it."""
+    if precision is None:
+        return
+    if precision not in PRECISION_NAMES:
+        raise UserError(f"--precision {precision!r} is not known; use one of {', '.join(PRECISION_NAMES)}")
+    name = "torch" if compile else backend
+    if name != "auto" and precision not in PRECISIONS[name]:
+        able = [n for n, p in PRECISIONS.items() if precision in p]
+        raise UserError(f"--precision {precision}: --backend {name}{' --compile' if compile else ''} runs "
+                        f"{_either(PRECISIONS[name])}; use --backend {_either(able)} for {precision}")
+
+
+def _either(names) -> str:
+    """'a, b or c'"""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def _auto_candidates(device: str) -> list[tuple[str, str]]:
@@ -67,12 +104,21 @@ def _auto_candidates(device: str) -> list[tuple[str, str]]:
     if device == "cuda" and not torch.cuda.is_available():
         return [("torch", "cuda")]  # its error says what to do
     gpu = [(name, "cuda") for name in AUTO_ORDER] if device != "cpu" and torch.cuda.is_available() else []
-    cpu = [(name, "cpu") for name in AUTO_ORDER[1:]] if device != "cuda" else []
+    cpu = [(name, "cpu") for name in CPU_ORDER] if device != "cuda" else []
     return gpu + cpu
 
 
-def build(name: str, **kwargs) -> Backend:
+def build(name: str, precision: str | None = None, threads: int | None = None, calibration: str | None = None,
+          **kwargs) -> Backend:
+    """The backend `name`; precision, threads and calibration go to the backends that take them, the
+    others get fp16 from precision."""
     module, cls = BACKENDS[name]
+    if name in TAKES_PRECISION:
+        fp16 = kwargs.pop("fp16", None)
+        precision = precision or (None if fp16 is None else "fp16" if fp16 else "fp32")
+        kwargs.update(precision=precision, threads=threads, calibration=calibration)
+    elif precision is not None:
+        kwargs["fp16"] = precision == "fp16"
     return getattr(importlib.import_module(module), cls)(**kwargs)
 
 

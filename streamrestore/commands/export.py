@@ -32,7 +32,13 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("-o", "--output", required=True, metavar="PATH", help="the .onnx (or .plan) file to write")
     p.add_argument("--steps", type=sampling_steps("--steps"), default=1, help="sampling steps in the graph (default 1)")
     p.add_argument("--format", type=choice("--format", FORMATS), default="onnx", help="onnx (default) or tensorrt")
-    p.add_argument("--fp16", action="store_true", help="network body in FP16 (the OECF stays FP32)")
+    p.add_argument("--fp16", action="store_true", help="network body in FP16 (the OECF stays FP32); --precision fp16")
+    p.add_argument("--precision", type=choice("--precision", ("fp32", "fp16", "int8")),
+                   help="fp32 (default), fp16 (as --fp16) or int8: the convolutions quantised (QDQ, for openvino and "
+                        "onnxruntime on the CPU), calibrated on --task's degradation of the training photographs")
+    p.add_argument("--calibration-data", metavar="FOLDER",
+                   help="int8: clean photographs to calibrate on (default: $STREAMRESTORE_CALIBRATION_DATA, else the "
+                        "checkout's ../shared/data/clean); every 6th by name is held out, as in train")
     p.add_argument("--height", type=positive_int("--height", MIN_SIZE), help="fixed frame height")
     p.add_argument("--width", type=positive_int("--width", MIN_SIZE), help="fixed frame width")
     p.add_argument("--dynamic", action="store_true", help="free height and width (the default without --height)")
@@ -75,6 +81,10 @@ def main(args: argparse.Namespace) -> int:
     if check_task(args.task) == "passthrough":
         raise UserError("--task passthrough is the identity; there is no model to export")
     size = frame_size(args)
+    if args.precision == "int8" and (args.format != "onnx" or args.fp16):
+        raise UserError("--precision int8 writes an ONNX graph for openvino and onnxruntime on the CPU; "
+                        "drop --format tensorrt and --fp16")
+    args.fp16 = args.fp16 or args.precision == "fp16"
     trt = None
     if args.format == "tensorrt":
         from streamrestore.backends.tensorrt_backend import import_tensorrt
@@ -88,15 +98,48 @@ def main(args: argparse.Namespace) -> int:
     check_writes(writes, weights_reads(str(weights)), overwrite=args.overwrite)
     model = load_model(weights, "cpu")
     noise = baked_noise(args.noise, args.steps, size, model.network.pad_multiple) if size else None
-    export_onnx(model, onnx_path, args.steps, args.fp16, size, noise)
+    if args.precision == "int8":
+        _export_int8(model, onnx_path, args, size, noise)
+    else:
+        export_onnx(model, onnx_path, args.steps, args.fp16, size, noise)
     shapes = f"{size[0]}x{size[1]}" if size else "dynamic HxW"
     shapes += ", temporal: input `previous`" if model.is_temporal else ""
-    precision = "fp16 body" if args.fp16 else "fp32"
+    precision = "fp16 body" if args.fp16 else "int8 convolutions (QDQ)" if args.precision == "int8" else "fp32"
     print(f"wrote {onnx_path} (ONNX opset {OPSET}, {precision}, {args.steps}-step, {shapes}, noise {args.noise}; "
           "checked and simplified)")
     if trt:
         _build_plan(trt, model, onnx_path, output, args, size)
     return 0
+
+
+def _export_int8(model, output: Path, args: argparse.Namespace, size, noise) -> None:
+    """The fp32 graph quantised (streamrestore.quantize); calibrated with the noise as an input, then
+    sizes fixed and the noise baked in as asked, as for the fp32 export."""
+    import os
+    import tempfile
+
+    import onnx
+
+    from streamrestore.export import fix_sizes
+    from streamrestore.quantize import calibration_files, calibration_folder, calibration_inputs, quantize_graph
+
+    files = calibration_files(calibration_folder(args.calibration_data))
+    with tempfile.TemporaryDirectory(prefix="streamrestore-int8-") as tmp:
+        source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        export_onnx(model, source, args.steps)
+        inputs = calibration_inputs(args.task, files, args.steps, model.network.pad_multiple, model.is_temporal)
+        quantize_graph(source, target, inputs)
+        proto = onnx.load(str(target))
+        if size is not None:
+            fix_sizes(proto, size, model.network.pad_multiple, noise)
+        onnx.checker.check_model(proto, full_check=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    written = output.with_name(f".{output.name}.tmp{os.getpid()}")
+    try:
+        onnx.save(proto, str(written))
+        os.replace(written, output)  # atomic: never a half-written graph under the final name
+    finally:
+        written.unlink(missing_ok=True)
 
 
 def plan_path(output: Path) -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import av
 
-from streamrestore.backends.registry import BACKEND_NAMES, create_backend
+from streamrestore.backends.registry import BACKEND_NAMES, PRECISION_NAMES, check_precision, create_backend
 from streamrestore.errors import UserError
 from streamrestore.io import is_live, open_sink, open_source
 from streamrestore.io.encoding import ALL_TUNES, PRESETS
@@ -37,6 +37,15 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch backend through torch.compile (CUDA graphs on CUDA): faster once compiled, "
                         "which takes tens of seconds per frame size")
+    p.add_argument("--precision", type=choice("--precision", PRECISION_NAMES),
+                   help="fp32, fp16, bf16 or int8 (default: fp16 on CUDA, fp32 on the CPU); bf16: --backend openvino "
+                        "on a CPU with AVX-512 BF16 or AMX; int8: openvino or onnxruntime, calibrated on the "
+                        "training photographs (--calibration-data)")
+    p.add_argument("--calibration-data", metavar="FOLDER",
+                   help="clean photographs int8 calibrates on (default: $STREAMRESTORE_CALIBRATION_DATA, else the "
+                        "checkout's ../shared/data/clean); every 6th by name is held out, as in train")
+    p.add_argument("--threads", type=positive_int("--threads"),
+                   help="inference threads of the onnxruntime and openvino backends (default: every core)")
     p.add_argument("--batch", type=positive_int("--batch"), help="frames per model call (default 1: lowest latency)")
     p.add_argument("--noise", choices=("fixed", "fresh", "zero"),
                    help="sampling noise: fixed per stream, fresh per frame, or zero (default: the policy the "
@@ -117,6 +126,7 @@ def _check_container(encoder: str, output: str, option: str, given: bool) -> Non
 
 def main(args: argparse.Namespace) -> int:
     check_task(args.task)
+    check_precision(args.backend, args.precision, args.compile)  # before any input is opened
     if args.streams:
         check_codec(args.codec, None)  # the container and --crf range: per feed output, in _run_streams
     else:
@@ -135,7 +145,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         args.temporal = _temporal(args, video=source.info.time_base is not None)
         backend = create_backend(args.task, backend=args.backend, device=args.device, steps=args.steps,
-                                 noise=args.noise, weights=args.weights, temporal=args.temporal, compile=args.compile)
+                                 noise=args.noise, weights=args.weights, temporal=args.temporal, compile=args.compile,
+                                 **_engine_options(args))
         sink = open_output(lambda path, info: open_sink(path, info, source=args.input, codec=args.codec,
                                                         crf=args.crf, preset=args.preset, tune=args.tune),
                            args.output, source.info, args.segment_time)
@@ -174,8 +185,13 @@ def _run_streams(args: argparse.Namespace) -> int:
         check_codec(args.codec, args.crf, str(spec.output), f"--streams {args.streams} [{spec.name}] output")
     args.temporal = _temporal(args, video=True)  # feeds are video
     backend = create_backend(args.task, backend=args.backend, device=args.device, steps=args.steps,
-                             noise=args.noise, weights=args.weights, temporal=args.temporal, compile=args.compile)
+                             noise=args.noise, weights=args.weights, temporal=args.temporal, compile=args.compile,
+                             **_engine_options(args))
     return multistream.run_command(args, specs, backend, _facts(args, backend))
+
+
+def _engine_options(args: argparse.Namespace) -> dict:
+    return {"precision": args.precision, "threads": args.threads, "calibration": args.calibration_data}
 
 
 def _temporal(args: argparse.Namespace, video: bool) -> bool:
