@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import torch
 
-from streamrestore.degradations import CLIP_SAMPLERS, TRAIN_SAMPLERS
+from streamrestore.degradations import CLIP_SAMPLERS, SCENE_SAMPLERS, TRAIN_SAMPLERS
 from streamrestore.imagefiles import read_rgb8
 
 MARGIN = 16  # degrade a larger crop, then cut the border, so blur kernels see real neighbours
@@ -34,6 +34,7 @@ class SyntheticPairs:
     def __init__(self, files, task: str, patch: int, seed: int = 0):
         self.images = [read_rgb8(f) for f in files]
         self.degrade = TRAIN_SAMPLERS[task]
+        self.scene = SCENE_SAMPLERS.get(task, lambda image, rng: image)
         self.patch = patch
         self.rng = np.random.default_rng(seed)
 
@@ -45,7 +46,7 @@ class SyntheticPairs:
         (crop,) = _random_crop([image], src, self.rng)
         crop = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
         (crop,) = _augment([crop], self.rng)
-        return np.ascontiguousarray(crop, dtype=np.float32) / 255
+        return self.scene(np.ascontiguousarray(crop, dtype=np.float32) / 255, self.rng)
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         lq, hq = [], []

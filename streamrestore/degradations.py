@@ -21,13 +21,28 @@ def _line_kernel(length: int, angle_deg: float, width: int = 1) -> np.ndarray:
     return kernel / kernel.sum()
 
 
-def add_rain(image, rng, density=0.02, angle=75.0, length=20, width=1, brightness=0.8, haze=0.0):
-    """Rain streaks: sparse noise smeared along `angle` by a line kernel, screen-blended; optional haze veil."""
+def add_rain(image, rng, density=0.02, angle=75.0, length=20, width=1, brightness=0.8, haze=0.0,
+             blend="screen", splashes=0.0):
+    """Rain streaks: sparse drops smeared along `angle` by a line kernel (a drop's motion blur during the
+    exposure), blended so they add light; optional splashes (small bright blobs where drops land) and a
+    haze veil (the rain too far away to resolve, Garg & Nayar 2004).
+
+    blend: "screen" 1 - (1 - x)(1 - s); "add" x + s (clipped); "alpha" x (1 - s) + s: streaks that hide
+    the scene behind them (thick, close drops).
+    """
     h, w = image.shape[:2]
     drops = (rng.random((h, w)) < density).astype(np.float32) * rng.uniform(0.5, 1.0, (h, w)).astype(np.float32)
     streaks = cv2.filter2D(drops, -1, _line_kernel(length, angle, width)) * length / 2
+    if splashes > 0:
+        spots = (rng.random((h, w)) < splashes).astype(np.float32) * rng.uniform(0.6, 1.0, (h, w)).astype(np.float32)
+        streaks = streaks + cv2.GaussianBlur(cv2.dilate(spots, np.ones((2, 3), np.uint8)), (3, 3), 0.8) * 2
     streaks = np.clip(streaks * brightness, 0, 1)[..., None]
-    out = 1 - (1 - image) * (1 - streaks)
+    if blend == "add":
+        out = image + streaks
+    elif blend == "alpha":
+        out = image * (1 - streaks) + streaks * 0.9
+    else:
+        out = 1 - (1 - image) * (1 - streaks)
     if haze > 0:
         out = out * (1 - haze) + haze * rng.uniform(0.7, 0.95)
     return np.clip(out, 0, 1).astype(np.float32)
@@ -69,15 +84,33 @@ def darken(image, rng, gamma=2.0, gain=0.25, shot_peak=200.0, read_sigma=0.01, c
 
 # --- parameter samplers: (image, rng) -> degraded image -------------------------------------
 
-def random_rain(image, rng, wide=True):
-    layers = rng.integers(1, 4) if wide else 1
+def rain_layers(rng) -> list[dict]:
+    """1-3 layers of rain drawn from the whole family (README, "Rain"): a drizzle of a few thin streaks
+    to a downpour, near-vertical to strongly slanted, short to long, faint to opaque, with and without
+    haze and splashes, blended as screen, additive light or opaque drops."""
+    angle = rng.uniform(30, 150)
+    layers = []
+    for _ in range(int(rng.integers(1, 4))):
+        layers.append(dict(density=float(np.exp(rng.uniform(np.log(0.002), np.log(0.07)))),
+                           angle=angle + rng.normal(0, 6), length=int(rng.integers(6, 71)),
+                           width=int(rng.choice([1, 1, 1, 2, 2, 3])), brightness=rng.uniform(0.2, 1.0),
+                           blend=str(rng.choice(["screen", "screen", "add", "alpha"])),
+                           haze=rng.uniform(0.02, 0.35) if rng.random() < 0.35 else 0.0,
+                           splashes=float(np.exp(rng.uniform(np.log(5e-4), np.log(5e-3)))) if rng.random() < 0.3 else 0.0))
+    return layers
+
+
+def random_rain(image, rng):
     out = image
-    angle = rng.uniform(50, 130)
-    for _ in range(layers):
-        out = add_rain(out, rng, density=rng.uniform(0.005, 0.04), angle=angle + rng.normal(0, 5),
-                       length=int(rng.integers(8, 40)), width=int(rng.integers(1, 3)),
-                       brightness=rng.uniform(0.4, 1.0), haze=rng.uniform(0, 0.25) if rng.random() < 0.3 else 0.0)
+    for layer in rain_layers(rng):
+        out = add_rain(out, rng, **layer)
     return out
+
+
+def random_dark_scene(image, rng, share=0.2):
+    """With probability `share`, the clean scene at night (x 0.15-0.6): rain over dark backgrounds is trained
+    too. Applied to the clean image, so the target is the dark scene without rain."""
+    return image * rng.uniform(0.15, 0.6) if rng.random() < share else image
 
 
 def random_noise(image, rng):
@@ -101,7 +134,35 @@ def random_lowlight(image, rng):
 
 
 def eval_rain(image, rng):
-    return add_rain(image, rng, density=0.02, angle=75.0, length=25, width=1, brightness=0.8, haze=0.1)
+    return add_rain(image, rng, **RAIN_FAMILIES["moderate"]["layers"][0])
+
+
+# The derain evaluation grid (`streamrestore eval --task derain --grid`): fixed recipes, one per kind
+# of rain. "moderate" is the README's recipe; "night" darkens the scene (clean and rainy alike) first.
+RAIN_FAMILIES = {
+    "drizzle": {"layers": [dict(density=0.004, angle=82.0, length=12, width=1, brightness=0.5)]},
+    "light": {"layers": [dict(density=0.01, angle=78.0, length=18, width=1, brightness=0.6)]},
+    "moderate": {"layers": [dict(density=0.02, angle=75.0, length=25, width=1, brightness=0.8, haze=0.1)]},
+    "downpour": {"layers": [dict(density=0.05, angle=95.0, length=35, width=2, brightness=0.9, haze=0.25),
+                            dict(density=0.03, angle=98.0, length=20, width=1, brightness=0.7)]},
+    "slanted": {"layers": [dict(density=0.02, angle=40.0, length=30, width=1, brightness=0.8)]},
+    "long": {"layers": [dict(density=0.012, angle=86.0, length=60, width=1, brightness=0.8)]},
+    "faint": {"layers": [dict(density=0.03, angle=70.0, length=25, width=1, brightness=0.3)]},
+    "opaque": {"layers": [dict(density=0.012, angle=80.0, length=22, width=3, brightness=1.0, blend="alpha")]},
+    "splashes": {"layers": [dict(density=0.015, angle=85.0, length=20, width=1, brightness=0.8, splashes=0.002)]},
+    "night": {"scene": 0.3, "layers": [dict(density=0.02, angle=80.0, length=25, width=1, brightness=0.7, blend="add")]},
+}
+
+
+def rain_family_uint8(family: str, image: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rainy, clean) 8-bit RGB for one family of the grid; the clean image is the scene (darkened at night)."""
+    recipe = RAIN_FAMILIES[family]
+    clean = image.astype(np.float32) / 255 * recipe.get("scene", 1.0)
+    rng = np.random.default_rng(seed)
+    out = clean
+    for layer in recipe["layers"]:
+        out = add_rain(out, rng, **layer)
+    return (out * 255 + 0.5).astype(np.uint8), (clean * 255 + 0.5).astype(np.uint8)
 
 
 def eval_noise(image, rng):
@@ -121,9 +182,7 @@ def eval_lowlight(image, rng):
 # (rain angle/density/length, noise level, blur kernel, exposure) while its own rng draws change per frame.
 
 def clip_rain(rng):
-    layers = [dict(density=rng.uniform(0.005, 0.04), angle=rng.uniform(50, 130), length=int(rng.integers(8, 40)),
-                   width=int(rng.integers(1, 3)), brightness=rng.uniform(0.4, 1.0),
-                   haze=rng.uniform(0, 0.25) if rng.random() < 0.3 else 0.0) for _ in range(rng.integers(1, 4))]
+    layers = rain_layers(rng)
     haze_level = rng.uniform(0.7, 0.95)
 
     def degrade(image, frame_rng):
@@ -170,6 +229,7 @@ def eval_clip(task: str):
 TRAIN_SAMPLERS = {"derain": random_rain, "denoise": random_noise, "deblur": random_blur, "lowlight": random_lowlight}
 EVAL_SAMPLERS = {"derain": eval_rain, "denoise": eval_noise, "deblur": eval_blur, "lowlight": eval_lowlight}
 CLIP_SAMPLERS = {"derain": clip_rain, "denoise": clip_noise, "deblur": clip_blur, "lowlight": clip_lowlight}
+SCENE_SAMPLERS = {"derain": random_dark_scene}  # applied to the clean patch before the degradation
 TASKS = tuple(TRAIN_SAMPLERS)
 
 

@@ -46,6 +46,17 @@ def split_holdout(files: list[Path], every: int) -> tuple[list[Path], list[Path]
     return [f for f in files if f not in held], held
 
 
+def split_folders(folders: list[str], every: int, option: str = "--data") -> tuple[list[Path], list[Path]]:
+    """(training, held-out) over several folders, each split on its own by `split_holdout`, so adding a
+    folder never changes which files of another one are held out."""
+    train, held = [], []
+    for folder in folders:
+        a, b = split_holdout(list_images(folder, option), every)
+        train += a
+        held += b
+    return train, held
+
+
 def paired_files(folder: str | Path) -> list[tuple[Path, Path]]:
     """(lq, gt) pairs from `folder/lq` and `folder/gt` with matching file names."""
     folder = Path(folder)

@@ -16,7 +16,8 @@ def add_parser(subparsers, name: str) -> None:
                                           "or a paired lq/ + gt/ folder (--paired).")
     p.add_argument("--task", required=True, type=choice("--task", TASKS))
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", help="folder of clean RGB photographs, degraded with the evaluation sampler")
+    source.add_argument("--data", nargs="+", metavar="FOLDER",
+                        help="folders of clean RGB photographs, degraded with the evaluation sampler")
     source.add_argument("--paired", help="folder with lq/ and gt/ subfolders of matching file names")
     p.add_argument("--steps", nargs="+", default=[1, 2], type=sampling_steps("--steps"))
     p.add_argument("--weights", help="IR-CM checkpoint (default: the shipped one for --task)")
@@ -30,24 +31,35 @@ def add_parser(subparsers, name: str) -> None:
                    help="sampling noise (default: what the model card recommends)")
     p.add_argument("--seed", default=0, type=int)
     p.add_argument("--device", default="cpu", type=choice("--device", ("cpu", "cuda", "auto")))
+    p.add_argument("--grid", action="store_true",
+                   help="derain: one row per kind of rain (drizzle ... downpour, slanted, long, faint, opaque, "
+                        "splashes, night; streamrestore.degradations.RAIN_FAMILIES) and their mean")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.add_argument("--write-card", action="store_true", help="store the table in the IR-CM weights' model card")
     p.set_defaults(handler=main)
 
 
+def load_clean_images(args) -> dict:
+    """{name: uint8 RGB} of --data (all, or the held-out split of each folder), fitted to --max-side."""
+    from streamrestore.evaluation import fit_long_side
+    from streamrestore.imagefiles import read_rgb8, split_folders
+
+    train, held = split_folders(args.data, args.holdout_every)
+    files = held if args.split == "heldout" else sorted(train + held)
+    if not files:
+        raise UserError(f"--data {' '.join(args.data)}: too few images to hold any out with --holdout-every "
+                        f"{args.holdout_every}")
+    return {f.name: fit_long_side(read_rgb8(f), args.max_side) for f in files}
+
+
 def load_eval_pairs(args):
     from streamrestore.evaluation import EvalPair, fit_long_side, synthetic_pairs
-    from streamrestore.imagefiles import list_images, paired_files, read_rgb8, split_holdout
+    from streamrestore.imagefiles import paired_files, read_rgb8
 
     if args.paired:
         return [EvalPair(lq.name, fit_long_side(read_rgb8(lq), args.max_side), fit_long_side(read_rgb8(gt), args.max_side))
                 for lq, gt in paired_files(args.paired)]
-    files = list_images(args.data)
-    if args.split == "heldout":
-        files = split_holdout(files, args.holdout_every)[1]
-        if not files:
-            raise UserError(f"--data {args.data}: too few images to hold any out with --holdout-every {args.holdout_every}")
-    return synthetic_pairs({f.name: fit_long_side(read_rgb8(f), args.max_side) for f in files}, args.task, args.seed)
+    return synthetic_pairs(load_clean_images(args), args.task, args.seed)
 
 
 def _write_card(args, images: list[str], rows: dict) -> None:
@@ -69,6 +81,8 @@ def main(args) -> int:
     from streamrestore.restorer import Restorer
     from streamrestore.tasks import shipped_weights
 
+    if args.grid:
+        return _grid(args)
     pairs = load_eval_pairs(args)
     models = {}
     baseline = args.baseline_weights
@@ -92,4 +106,28 @@ def main(args) -> int:
     print(f"{'method':<34} {'Y-PSNR dB':>10} {'Y-SSIM':>8}")
     for name, r in rows.items():
         print(f"{name:<34} {r['psnr_y']:>10.2f} {r['ssim_y']:>8.4f}")
+    return 0
+
+
+def _grid(args) -> int:
+    """Derain over the grid of rain families: per family, the input, classical and IR-CM Y-PSNR, and the mean."""
+    from streamrestore.evaluation import rain_grid
+    from streamrestore.restorer import Restorer
+
+    if args.task != "derain":
+        raise UserError(f"--grid: only --task derain has a grid of kinds so far, not {args.task}")
+    if args.paired:
+        raise UserError("--grid degrades clean photographs; give --data, not --paired")
+    models = {f"IR-CM {steps}-step": Restorer(args.task, steps=steps, device=args.device, weights=args.weights,
+                                              noise=args.noise) for steps in args.steps}
+    table = rain_grid(load_clean_images(args), models, args.seed)
+    if args.json:
+        print(json.dumps({"task": args.task, "split": args.split, "grid": table}, indent=2))
+        return 0
+    names = list(next(iter(table.values())))
+    print(f"derain grid: {args.split} images of {' '.join(args.data)}; Y-PSNR dB (gain over the input)")
+    print(f"{'family':<10}" + "".join(f"{n.split(' (')[0]:>22}" for n in names))
+    for family, row in table.items():
+        cells = [f"{r['psnr_y']:.2f}" + ("" if n == "degraded input" else f" ({r['gain_db']:+.2f})") for n, r in row.items()]
+        print(f"{family:<10}" + "".join(f"{c:>22}" for c in cells))
     return 0

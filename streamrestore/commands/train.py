@@ -18,7 +18,9 @@ def add_parser(subparsers, name: str) -> None:
                                           "or on a paired lq/ + gt/ dataset (--paired).")
     p.add_argument("--task", required=True, type=choice("--task", TASKS))
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", help="folder of clean RGB photographs (degraded on the fly, seeded)")
+    source.add_argument("--data", nargs="+", metavar="FOLDER",
+                        help="folders of clean RGB photographs (degraded on the fly, seeded); each holds out its own "
+                             "every --holdout-every-th image by name")
     source.add_argument("--paired", help="folder with lq/ and gt/ subfolders of matching file names")
     p.add_argument("--out", required=True, help="weights to write (.safetensors); the model card goes beside it (.json)")
     p.add_argument("--size", default="small", type=choice("--size", tuple(SIZES)))
@@ -64,7 +66,7 @@ def check_outputs(args, out: Path) -> None:
               Write("--out (its model card)", str(card_path(out)), may_exist=reuse),
               Write("--out (its training state)", str(state_path(out)), may_exist=reuse)]
     reads = [Read("the --init weights", args.init), Read("the --perceptual-weights file", args.perceptual_weights),
-             Read("the --data folder", args.data), Read("the --paired folder", args.paired)]
+             *(Read("the --data folder", folder) for folder in args.data or ()), Read("the --paired folder", args.paired)]
     check_writes(writes, reads, overwrite=args.overwrite, hint=hint)
 
 
@@ -84,7 +86,7 @@ def main(args) -> int:
     import torch
 
     from streamrestore.data import PairedPatches, SyntheticClips, SyntheticPairs
-    from streamrestore.imagefiles import list_images, paired_files, split_holdout
+    from streamrestore.imagefiles import paired_files, split_folders
     from streamrestore.training import STAGE_CHOICES, TrainConfig, train
 
     out = Path(args.out)
@@ -98,12 +100,12 @@ def main(args) -> int:
         raise UserError(f"--init {args.init}: no such file")
     check_outputs(args, out)
     if args.data:
-        files, held = split_holdout(list_images(args.data), args.holdout_every)
+        files, held = split_folders(args.data, args.holdout_every)
         if args.clip_frames:
             pairs = SyntheticClips(files, args.task, args.patch, args.clip_frames, args.seed)
         else:
             pairs = SyntheticPairs(files, args.task, args.patch, args.seed)
-        data = {"kind": "synthetic degradations of clean photographs", "folder": str(args.data),
+        data = {"kind": "synthetic degradations of clean photographs", "folder": ", ".join(args.data),
                 "images": [f.name for f in files], "held_out": [f.name for f in held],
                 "degradation": f"streamrestore.degradations.TRAIN_SAMPLERS[{args.task!r}]"}
         if args.clip_frames:
@@ -117,7 +119,7 @@ def main(args) -> int:
         pair_list = paired_files(args.paired)
         pairs = PairedPatches(pair_list, args.patch, args.seed)
         data = {"kind": "paired lq/gt", "folder": str(args.paired), "pairs": len(pair_list)}
-    check_patch(args.patch, pairs, args.data or args.paired, paired=not args.data)
+    check_patch(args.patch, pairs, ", ".join(args.data) if args.data else args.paired, paired=not args.data)
     config = TrainConfig(task=args.task, size=args.size, stages=STAGE_CHOICES[args.stage], iters=args.iters,
                          batch=args.batch, patch=args.patch, lr=args.lr, seed=args.seed, device=args.device,
                          sampling_time_fraction=args.sampling_time_fraction, two_step_weight=args.two_step_weight,

@@ -1,0 +1,98 @@
+"""The derain family: training draws that span it, the evaluation grid, and training on several folders."""
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from streamrestore.degradations import RAIN_FAMILIES, eval_rain, rain_family_uint8, rain_layers, random_rain
+from streamrestore.imagefiles import split_folders, split_holdout
+
+
+def scene(seed=0, h=96, w=128):
+    yy, xx = np.mgrid[0:h, 0:w]
+    rng = np.random.default_rng(seed)
+    return ((np.stack([yy * 2, xx * 2, (yy + xx)], -1) % 256 + rng.integers(0, 30, (h, w, 3))) % 256).astype(np.uint8)
+
+
+def test_training_draws_span_drizzle_to_downpour_and_every_slant():
+    rng = np.random.default_rng(0)
+    layers = [layer for _ in range(300) for layer in rain_layers(rng)]
+    density = [l["density"] for l in layers]
+    angle = [l["angle"] for l in layers]
+    assert min(density) < 0.003 and max(density) > 0.06
+    assert min(angle) < 40 and max(angle) > 140
+    assert min(l["length"] for l in layers) <= 8 and max(l["length"] for l in layers) >= 65
+    assert {l["blend"] for l in layers} == {"screen", "add", "alpha"}
+    assert any(l["haze"] > 0 for l in layers) and any(l["haze"] == 0 for l in layers)
+    assert any(l["splashes"] > 0 for l in layers)
+    image = scene().astype(np.float32) / 255
+    rainy = random_rain(image, np.random.default_rng(1))
+    assert rainy.shape == image.shape and rainy.dtype == np.float32 and 0 <= rainy.min() and rainy.max() <= 1
+
+
+def test_rain_adds_light_in_every_family():
+    """Rain brightens (screen, additive and opaque-drop blends all move pixels up on a dark scene), and a
+    family is a fixed recipe: the same seed gives the same picture."""
+    clean = (scene() // 3).astype(np.uint8)
+    for family in RAIN_FAMILIES:
+        rainy, target = rain_family_uint8(family, clean, seed=3)
+        again, _ = rain_family_uint8(family, clean, seed=3)
+        assert np.array_equal(rainy, again)
+        difference = rainy.astype(int) - target
+        assert difference.mean() > 0.2, family  # signed: rain adds light
+        assert (difference < -2).mean() < 0.01, family
+    night_rainy, night_clean = rain_family_uint8("night", clean, seed=3)
+    assert night_clean.mean() < 0.35 * clean.mean() + 1  # the night family darkens the scene itself
+
+
+def test_readme_recipe_is_the_moderate_family():
+    image = scene().astype(np.float32) / 255
+    rainy, _ = rain_family_uint8("moderate", scene(), seed=5)
+    again = (eval_rain(image, np.random.default_rng(5)) * 255 + 0.5).astype(np.uint8)
+    assert np.array_equal(rainy, again)
+
+
+def test_a_second_folder_leaves_the_first_folders_split_alone(tmp_path):
+    folders = []
+    for name, count in (("clean", 13), ("more", 8)):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i in range(count):
+            cv2.imwrite(str(folder / f"{name}{i:02d}.png"), scene(i, 40, 40))
+        folders.append(folder)
+    alone = split_holdout(sorted(folders[0].iterdir()), 6)
+    train, held = split_folders([str(f) for f in folders], 6)
+    assert [f for f in held if f.parent == folders[0]] == alone[1]
+    assert [f.name for f in held if f.parent == folders[1]] == ["more05.png"]
+    assert len(train) + len(held) == 21 and not set(train) & set(held)
+
+
+def test_eval_grid_reports_every_family_and_the_mean(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(folder / f"p{i}.png"), scene(i))
+    result = subprocess.run([sys.executable, "-m", "streamrestore.cli", "eval", "--task", "derain", "--data", str(folder),
+                             "--grid", "--steps", "1", "--json"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    grid = json.loads(result.stdout)["grid"]
+    assert list(grid) == [*RAIN_FAMILIES, "mean"]
+    for family, rows in grid.items():
+        assert list(rows) == ["degraded input", "classical (median_derain)", "IR-CM 1-step"]
+        assert rows["degraded input"]["gain_db"] == 0
+        assert 5 < rows["IR-CM 1-step"]["psnr_y"] < 60
+    mean = np.mean([grid[f]["IR-CM 1-step"]["gain_db"] for f in RAIN_FAMILIES])
+    assert grid["mean"]["IR-CM 1-step"]["gain_db"] == pytest.approx(mean, abs=0.01)
+
+
+def test_eval_grid_for_another_task_is_one_line(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "p.png"), scene())
+    result = subprocess.run([sys.executable, "-m", "streamrestore.cli", "eval", "--task", "denoise", "--data", str(folder),
+                             "--grid"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "--grid" in result.stderr
