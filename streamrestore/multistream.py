@@ -90,7 +90,7 @@ def _checked(path: str, spec: StreamSpec) -> StreamSpec:
         value = getattr(spec, key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             setattr(spec, key, value := str(value))
-        if not (isinstance(value, str) and value) and not (key == "report" and value is None):
+        if not isinstance(value, str) and not (key == "report" and value is None):  # '' is the write guard's
             raise UserError(f"{where}: {key} {value!r}: give a file name or URL")
     if spec.live_policy is not None and spec.live_policy not in LIVE_POLICIES:
         raise UserError(f"{where}: live_policy {spec.live_policy!r}: use one of {', '.join(LIVE_POLICIES)}")
