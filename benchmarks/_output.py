@@ -21,6 +21,8 @@ def markdown(data: dict) -> str:
              + f"; load average at start {m['load_average']}; torch threads {c['threads']}.",
              f"**Command:** `{c['command']}` ({data['wall_seconds']:.0f} s).",
              f"**Model:** {data['weights']['note']}; task {c['task']}; {data['versions_line']}.", ""]
+    if data.get("model_only"):
+        lines += _model_only_table(data) + [""]
     if data["baseline"] or data["driving"]:
         lines += _single_stream_table(data) + [""]
     if data["surveillance"]:
@@ -53,6 +55,17 @@ def _single_stream_table(data: dict) -> list[str]:
                      f"{_ms(p['end_to_end_ms'], 'p50')} | {_ms(p['end_to_end_ms'], 'p99')} | "
                      f"{_num(r['speedup'])} | {_ms(d.get('end_to_end_ms', {}), 'p99')} | {fits} | "
                      f"{_num(r['host_peak_mb'], 0)} | {_num(r['gpu_peak_mb'], 0)} |")
+    return lines
+
+
+def _model_only_table(data: dict) -> list[str]:
+    """--profile model: every backend x precision called in turn on the same frame."""
+    lines = ["| backend | precision | res | steps | batch | model p50 ms | model p99 ms | min ms | vs onnxruntime fp32 "
+             "| set-up s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in data["model_only"]:
+        lines.append(f"| {r['backend']} | {r['precision']} | {r['resolution']} | {r['steps']} | {r['batch']} | "
+                     f"{_ms(r['model_ms'], 'p50')} | {_ms(r['model_ms'], 'p99')} | {_ms(r['model_ms'], 'min')} | "
+                     f"{_num(r['vs_onnxruntime_fp32'])} | {_num(r['setup_s'])} |")
     return lines
 
 

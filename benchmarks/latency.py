@@ -27,8 +27,8 @@ from pathlib import Path
 import _bench
 import _output
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16")
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "openvino")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # a backend that cannot run one is skipped, with its reason
 RESOLUTIONS = {"480p": (854, 480), "720p": (1280, 720), "1080p": (1920, 1080)}
 DRIVING_RATE = 30  # fps of the paced driving feed: the p99 budget is one frame interval
 ENCODER_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow")
@@ -72,7 +72,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--precisions", nargs="+", choices=PRECISIONS, help="default: fp32 on CPU, fp32 fp16 on CUDA")
     p.add_argument("--resolutions", nargs="+", type=_resolution, help="default 480p 720p 1080p (--quick: 480p)")
     p.add_argument("--steps", nargs="+", type=_positive, default=[1])
-    p.add_argument("--profile", choices=("driving", "surveillance", "all"), default="all")
+    p.add_argument("--profile", choices=("driving", "surveillance", "all", "model"), default="all",
+                   help="model: model-only latency of every backend x precision, interleaved call by call "
+                        "(no pipeline, no baseline), with each one's speed against onnxruntime fp32")
     p.add_argument("--frames", type=_positive, help="frames per clip and per stream (default 30; --quick 6)")
     p.add_argument("--iters", type=_positive, help="model-only calls after warm-up (default 20; --quick 4)")
     p.add_argument("--streams", type=_positive, help="surveillance streams (default 4 on CPU, 16 on GPU)")
@@ -167,7 +169,7 @@ def build(args, backend: str, precision: str, steps: int):
     start = time.perf_counter()
     try:
         engine = create_backend(args.task, backend=backend, device=args.device, steps=steps,
-                                weights=args.weights_path, fp16=precision == "fp16")
+                                weights=args.weights_path, precision=precision)
     except (UserError, ImportError) as exc:
         return None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     except RuntimeError as exc:  # an engine build that fails on this machine (no provider, no GPU)
@@ -189,7 +191,7 @@ def versions() -> dict:
     found = {"python": sys.version.split()[0], "torch": torch.__version__, "av": av.__version__,
              "ffmpeg": ".".join(map(str, av.library_versions.get("libavcodec", ()))) or None,
              "numpy": numpy.__version__, "cuda": torch.version.cuda}
-    for module in ("onnxruntime", "tensorrt"):
+    for module in ("onnxruntime", "tensorrt", "openvino"):
         try:
             found[module] = __import__(module).__version__
         except ImportError:
@@ -275,6 +277,8 @@ def run_surveillance(args, engine, clips: Clips, tmp: Path, base: dict) -> dict:
 
 
 def run_all(args, tmp: Path, data: dict) -> None:
+    if args.profile == "model":
+        return run_model_only(args, data)
     clips = Clips(tmp)
     wanted = [(res, args.frames) for res in args.resolutions] if args.profile != "surveillance" else []
     if args.profile != "driving" and args.stream_resolution not in dict(wanted):
@@ -287,6 +291,44 @@ def run_all(args, tmp: Path, data: dict) -> None:
                 run_backend(args, clips, tmp, data, backend, precision, steps, by_res)
     data["encoder"] = run_encoder(args, clips)
     data["clips"] = clips.content
+
+
+def run_model_only(args, data: dict) -> None:
+    """Model-only latency of every (backend, precision), interleaved call by call so that the load of a
+    shared machine falls on all of them alike; `vs_onnxruntime_fp32`: its p50 speed-up over that one."""
+    import numpy as np
+
+    for steps in args.steps:
+        engines = {}
+        for backend in args.backends:
+            for precision in args.precisions:
+                engine, setup = build(args, backend, precision, steps)
+                if engine is None:
+                    data["skipped"].append({"backend": backend, "precision": precision, "steps": steps, "reason": setup})
+                    note(f"{backend} {precision} {steps}-step skipped: {setup}")
+                    continue
+                engines[(backend, precision)] = (engine, setup)
+        for res in args.resolutions:
+            width, height = size_of(res)
+            frame = np.random.default_rng(0).integers(0, 256, (args.batch, height, width, 3), dtype=np.uint8)
+            times = {key: [] for key in engines}
+            for _ in range(args.warmup + args.iters):  # the first calls compile for the shape
+                for key, (engine, _) in engines.items():
+                    start = time.perf_counter()
+                    engine(frame)
+                    times[key].append((time.perf_counter() - start) * 1e3)
+            figures = {key: {**_bench.percentiles(values, args.warmup), "min": round(min(values[args.warmup:]), 2)}
+                       for key, values in times.items()}
+            reference = figures.get(("onnxruntime", "fp32"))
+            for (backend, precision), ms in figures.items():
+                engine, setup = engines[(backend, precision)]
+                data["model_only"].append({
+                    "backend": backend, "precision": precision, "steps": steps, "resolution": res, "width": width,
+                    "height": height, "batch": args.batch, "device": engine.device, "model": engine.model,
+                    "setup_s": setup, "model_ms": ms,
+                    "vs_onnxruntime_fp32": round(reference["p50"] / ms["p50"], 2) if reference else None})
+                note(f"{backend} {precision} {res} {steps}-step model only: p50 {ms['p50']:.1f} ms"
+                     + (f" (x{reference['p50'] / ms['p50']:.2f} onnxruntime fp32)" if reference else ""))
 
 
 def run_encoder(args, clips: Clips) -> list[dict]:
@@ -336,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = {"machine": _bench.machine(), "versions": versions(), "baseline": [], "driving": [],
-            "surveillance": [], "skipped": []}
+            "surveillance": [], "skipped": [], "model_only": []}
     with tempfile.TemporaryDirectory(prefix="streamrestore-bench-") as tmp:
         data["weights"] = pick_weights(args, Path(tmp))
         args.weights_path = data["weights"]["path"]
@@ -344,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         run_all(args, Path(tmp), data)
     data["wall_seconds"] = round(time.perf_counter() - started, 1)
     v = data["versions"]
-    data["versions_line"] = f"torch {v['torch']}, PyAV {v['av']}, onnxruntime {v['onnxruntime'] or '-'}"
+    data["versions_line"] = f"torch {v['torch']}, PyAV {v['av']}, onnxruntime {v['onnxruntime'] or '-'}, openvino {v['openvino'] or '-'}"
     write(data, out)
     return 0
 
@@ -352,9 +394,12 @@ def main(argv: list[str] | None = None) -> int:
 def write(data: dict, out: Path) -> None:
     (out / "latency.json").write_text(json.dumps(data, indent=1) + "\n")
     (out / "latency.md").write_text(_output.markdown(data))
-    plotted = _output.plot(data, out / "latency.png")
+    pipeline = bool(data["baseline"] or data["driving"] or data["surveillance"])  # --profile model: no plot
+    plotted = _output.plot(data, out / "latency.png") if pipeline else False
     print(_output.markdown(data))
-    if not plotted:
+    if not pipeline:
+        (out / "latency.png").unlink(missing_ok=True)
+    elif not plotted:
         (out / "latency.png").unlink(missing_ok=True)  # an older run's plot would not match these figures
         note(_output.PLOT_NEEDS)
     note(f"wrote {out / 'latency.json'}, latency.md{', latency.png' if plotted else ''} ({data['wall_seconds']:.0f} s)")

@@ -120,7 +120,7 @@ class LatencyReport:
             lines.append(f"{stage:<12}" + "".join(f"{row[k]:>9.2f}" for k in ("p50", "p90", "p99", "max")))
         lines.append(f"{summary['frames']} frames, {summary['throughput_fps']:.1f} FPS, "
                      f"{summary['skipped_frames']} skipped, {summary['dropped_frames']} dropped; "
-                     f"{self.facts.get('backend', '?')} on {self.facts.get('device', '?')}, "
+                     f"{self.facts.get('backend', '?')} {self.facts.get('precision', '')} on {self.facts.get('device', '?')}, "
                      f"model {self.facts.get('model', '?')}")
         if self.resets is not None:
             mode = self.facts.get("temporal") or {}

@@ -43,9 +43,9 @@ class Restorer:
 
     def __init__(self, task: str = "derain", steps: int = 1, device: str = "cpu", weights: str | None = None,
                  noise: str | None = None, backend: str = "torch", fp16: bool | None = None, temporal: bool = True,
-                 precision: str | None = None):
+                 precision: str | None = None, calibration: str | None = None):
         self._options = dict(backend=backend, device=device, steps=steps, noise=noise, weights=weights, fp16=fp16,
-                             precision=precision)
+                             precision=precision, calibration=calibration)
         self.task, self.temporal = task, temporal
         self.backend = create_backend(task, **self._options)  # frames on their own: the one-frame model
         self._video_backend = None if weights is None else self.backend

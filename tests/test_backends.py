@@ -53,14 +53,14 @@ def test_onnxruntime_cpu_matches_torch_fp32(weights, steps, noise):
     assert set(ort_backend.last_timings) == {"upload", "restore", "download"}
 
 
-def test_auto_on_cpu_picks_openvino_else_onnxruntime_and_restorer_uses_it(weights):
+def test_auto_on_cpu_picks_a_measured_fast_backend_and_restorer_uses_it(weights):
     restorer = Restorer(task="denoise", device="cpu", weights=weights, backend="auto")
     try:
         import openvino  # noqa: F401
-        fastest = "openvino"  # about twice onnxruntime's speed on the CPU (issue 16)
+        fastest = {"openvino", "onnxruntime"}  # whichever measured faster here (tests/test_openvino.py)
     except ModuleNotFoundError:
-        fastest = "onnxruntime"  # measured faster than torch eager on the CPU
-    assert restorer.backend.name == fastest
+        fastest = {"onnxruntime"}  # measured faster than torch eager on the CPU
+    assert restorer.backend.name in fastest
     assert restorer(frames(37, 53)[0]).shape == (37, 53, 3)
 
 

@@ -73,7 +73,7 @@ def create_backend(task: str, *, backend: str = "auto", device: str = "auto", st
         return build("torch", device=device, compile=True, **kwargs)
     if backend == "auto":
         candidates = [(n, d) for n, d in _auto_candidates(device) if precision is None or precision in PRECISIONS[n]]
-        return _first_that_builds(candidates, kwargs, skip_unavailable=True)
+        return _auto_on_cpu(candidates, kwargs) or _first_that_builds(candidates, kwargs, skip_unavailable=True)
     names = [name for name in (backend, *FALLBACK[backend]) if precision is None or precision in PRECISIONS[name]]
     return _first_that_builds([(name, device) for name in names], kwargs, skip_unavailable=False)
 
@@ -106,6 +106,28 @@ def _auto_candidates(device: str) -> list[tuple[str, str]]:
     gpu = [(name, "cuda") for name in AUTO_ORDER] if device != "cpu" and torch.cuda.is_available() else []
     cpu = [(name, "cpu") for name in CPU_ORDER] if device != "cuda" else []
     return gpu + cpu
+
+
+def _auto_on_cpu(candidates: list[tuple[str, str]], kwargs: dict) -> Backend | None:
+    """Where only the CPU is a candidate and openvino and onnxruntime both run: the one measured faster
+    here (streamrestore.backends.cpu_choice, cached); its `auto_choice` holds the measurement. None otherwise."""
+    from streamrestore.backends import cpu_choice
+
+    names = [n for n, d in candidates]
+    if any(d != "cpu" for _, d in candidates) or not set(cpu_choice.CONTENDERS) <= set(names):
+        return None
+    built: dict = {}
+
+    def make(name: str) -> Backend:
+        built[name] = build(name, device="cpu", **kwargs)
+        return built[name]
+
+    order, record = cpu_choice.ranked(make, kwargs.get("precision"), kwargs.get("threads"))
+    if record is None:
+        return None
+    chosen = built[order[0]]
+    chosen.auto_choice = {"order": order, "ms_per_480p_frame": record["ms"]}
+    return chosen
 
 
 def build(name: str, precision: str | None = None, threads: int | None = None, calibration: str | None = None,

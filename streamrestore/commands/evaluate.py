@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from streamrestore.backends.registry import BACKEND_NAMES, PRECISION_NAMES
 from streamrestore.degradations import TASKS
 from streamrestore.errors import UserError
 from streamrestore.options import choice, positive_int, sampling_steps
@@ -31,6 +32,13 @@ def add_parser(subparsers, name: str) -> None:
                    help="sampling noise (default: what the model card recommends)")
     p.add_argument("--seed", default=0, type=int)
     p.add_argument("--device", default="cpu", type=choice("--device", ("cpu", "cuda", "auto")))
+    p.add_argument("--backend", default="torch", type=choice("--backend", BACKEND_NAMES),
+                   help="what runs IR-CM (default torch; the CNN-baseline always runs on torch)")
+    p.add_argument("--precision", type=choice("--precision", PRECISION_NAMES),
+                   help="IR-CM's precision: fp32, fp16, bf16 (openvino) or int8 (openvino, onnxruntime)")
+    p.add_argument("--calibration-data", metavar="FOLDER",
+                   help="int8: clean photographs to calibrate on (default: $STREAMRESTORE_CALIBRATION_DATA, else the "
+                        "checkout's ../shared/data/clean); its held-out images are never used")
     p.add_argument("--grid", action="store_true",
                    help="derain: one row per kind of rain (drizzle ... downpour, slanted, long, faint, opaque, "
                         "splashes, night; streamrestore.degradations.RAIN_FAMILIES) and their mean")
@@ -93,16 +101,18 @@ def main(args) -> int:
             baseline = None
     if baseline is not None:
         models["CNN-baseline"] = Restorer(args.task, steps=1, device=args.device, weights=baseline, noise="zero")
+    engine = "" if args.backend == "torch" and args.precision is None else f" ({args.backend} {args.precision or ''})"
     for steps in args.steps:
-        models[f"IR-CM {steps}-step"] = Restorer(args.task, steps=steps, device=args.device, weights=args.weights,
-                                                 noise=args.noise)
+        models[f"IR-CM {steps}-step{engine.replace(' )', ')')}"] = Restorer(
+            args.task, steps=steps, device=args.device, weights=args.weights, noise=args.noise, backend=args.backend,
+            precision=args.precision, calibration=args.calibration_data)
     rows = evaluate(args.task, pairs, models)
     if args.write_card:
         _write_card(args, [p.name for p in pairs], rows)
     if args.json:
         print(json.dumps({"task": args.task, "images": [p.name for p in pairs], "rows": rows}, indent=2))
         return 0
-    print(f"{args.task}: {len(pairs)} images ({'paired ' + args.paired if args.paired else args.split + ' of ' + args.data})")
+    print(f"{args.task}: {len(pairs)} images ({'paired ' + args.paired if args.paired else args.split + ' of ' + ' '.join(args.data)})")
     print(f"{'method':<34} {'Y-PSNR dB':>10} {'Y-SSIM':>8}")
     for name, r in rows.items():
         print(f"{name:<34} {r['psnr_y']:>10.2f} {r['ssim_y']:>8.4f}")

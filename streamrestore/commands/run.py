@@ -203,7 +203,8 @@ def _facts(args: argparse.Namespace, backend) -> dict:
     return {"input": args.input, "output": args.output, "task": args.task, "backend": backend.name,
             "device": backend.device, "precision": backend.precision, "model": backend.model,
             "batch": args.batch, "steps": args.steps, "noise": args.noise,
-            "temporal": {"fusion": args.temporal, "video_model": getattr(backend, "temporal", False)}}
+            "temporal": {"fusion": args.temporal, "video_model": getattr(backend, "temporal", False)},
+            "auto_choice": getattr(backend, "auto_choice", None)}  # --backend auto on the CPU: what was measured
 
 
 def _progress_bar(total: int | None, quiet: bool):
