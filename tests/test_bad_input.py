@@ -312,7 +312,7 @@ def test_python_api_says_what_is_wrong_with_the_frames(shape, needle):
         restorer.stream()(np.zeros(shape, np.uint8))
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "passthrough"])
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch", "passthrough"])
 def test_backends_say_what_is_wrong_with_the_batch(backend):
     from streamrestore.backends.base import PassthroughBackend
     from streamrestore.backends.registry import create_backend

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from streamrestore.backends.base import Done
+from streamrestore.backends.base import Done, check_batch
 from streamrestore.checkpoint import load_model, read_card, recommended_noise
 from streamrestore.errors import UserError
 from streamrestore.sampler import NoisePolicy, sample
@@ -142,6 +142,7 @@ class TorchBackend:
     def submit(self, frames: np.ndarray, previous: np.ndarray | None = None):
         """Queue a batch (N, H, W, 3) uint8 (and, for a temporal model, each frame's previous restored
         frame, same shape); returns a Pending whose result() is the restored batch."""
+        frames = check_batch(frames, previous)
         if self._cuda is not None:
             return self._cuda.submit(frames, previous)
         start = time.perf_counter()
