@@ -139,11 +139,11 @@ def model_only(backend, width: int, height: int, iters: int, warmup: int, batch:
     return percentiles(times[warmup:])
 
 
-def file_pipeline(clip: str, backend, out: Path, batch: int, warmup: int) -> dict:
-    """The product's threaded decode -> restore -> encode pipeline over a clip: FPS and latencies."""
+def file_pipeline(clip: str, backend, out: Path, batch: int, warmup: int, fusion: bool = False) -> dict:
+    """The product's threaded decode -> restore (-> fusion) -> encode pipeline over a clip: FPS and latencies."""
     source = VideoFileSource(clip)
     report = LatencyReport(warmup=warmup)
-    run_pipeline(source, backend, VideoFileSink(str(out), source.info), batch=batch, report=report)
+    run_pipeline(source, backend, VideoFileSink(str(out), source.info), batch=batch, report=report, fusion=fusion)
     out.unlink(missing_ok=True)
     return _pipeline_figures(report)
 

@@ -18,7 +18,9 @@ def markdown(data: dict) -> str:
     m, c = data["machine"], data["configuration"]
     lines = [f"**Machine:** {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM"
              + (f", GPU {m['gpu']}" if m["gpu"] else ", no GPU")
-             + f"; load average at start {m['load_average']}; torch threads {c['threads']}.",
+             + f"; load average at start {m['load_average']}; "
+             + (f"thread plan: {c['inference_threads']} onnxruntime/openvino threads, OpenCV 1, no spinning; "
+                if c.get("plan") else "") + f"torch threads {c['threads']}.",
              f"**Command:** `{c['command']}` ({data['wall_seconds']:.0f} s).",
              f"**Model:** {data['weights']['note']}; task {c['task']}; {data['versions_line']}.", ""]
     if data.get("model_only"):

@@ -85,6 +85,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--threads", type=_threads, default="auto",
                    help="torch CPU threads; auto: torch's default, lowered to the cores left idle by other "
                         "processes (1-minute load average), since spinning threads on busy cores are ~10x slower")
+    p.add_argument("--plan", action="store_true",
+                   help="the thread plan of `run` (streamrestore.threads): --threads (auto: every core) inference "
+                        "threads for onnxruntime and openvino, no spinning onnxruntime workers, OpenCV at 1 thread")
+    p.add_argument("--fusion", action="store_true",
+                   help="the file pipeline with the fusion stage, as `run` does on video (OpenCV per frame)")
     p.add_argument("--task", default="denoise", help="whose weights (latency does not depend on the task)")
     p.add_argument("--weights", help="checkpoint instead of engines/{task}-small.safetensors")
     p.add_argument("--out", default="benchmarks/results", help="folder for latency.json/.md/.png")
@@ -169,7 +174,8 @@ def build(args, backend: str, precision: str, steps: int):
     start = time.perf_counter()
     try:
         engine = create_backend(args.task, backend=backend, device=args.device, steps=steps,
-                                weights=args.weights_path, precision=precision)
+                                weights=args.weights_path, precision=precision,
+                                threads=args.inference_threads if args.plan else None)
     except (UserError, ImportError) as exc:
         return None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     except RuntimeError as exc:  # an engine build that fails on this machine (no provider, no GPU)
@@ -252,7 +258,7 @@ def run_single_stream(args, engine, clips: Clips, tmp: Path, res: str, base: dic
     with _bench.PeakMemory() as memory:
         model = _bench.model_only(engine, width, height, args.iters, warmup=1)
         pipeline = _bench.file_pipeline(clips.get(res, args.frames), engine, tmp / "pipeline.mp4", args.batch,
-                                        args.warmup)
+                                        args.warmup, fusion=args.fusion)
         drive = None
         if args.profile in ("driving", "all"):
             # long enough for about `frames` restored frames at the model speed just measured
@@ -372,6 +378,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     args.device = resolve_device(args.device)
+    if args.plan:
+        from streamrestore.threads import plan
+
+        args.inference_threads = plan(None if args.threads == "auto" else args.threads).inference
+        plan().apply(torch_threads=False)  # OpenCV; torch keeps --threads (the naive baseline's, too)
     args.threads = set_threads(args.threads)
     args.precisions = args.precisions or (["fp32", "fp16"] if args.device == "cuda" else ["fp32"])
     args.streams = args.streams or (16 if args.device == "cuda" else 4)

@@ -108,7 +108,8 @@ class OnnxRuntimeBackend:
                  weights: str | None = None, precision: str | None = None, seed: int = 0, temporal: bool = False,
                  threads: int | None = None, calibration: str | None = None):
         """precision: fp32, fp16 (default on CUDA) or int8 (the QDQ graph of streamrestore.quantize, CPU);
-        threads: intra-op threads (default: os.cpu_count())."""
+        threads: intra-op threads (default: os.cpu_count()); given, a thread plan is in effect
+        (streamrestore.threads) and the workers do not spin-wait between operators."""
         ort = _import_ort()
         self.device = resolve_device(device)
         self.precision = precision or ("fp16" if self.device == "cuda" else "fp32")
@@ -129,6 +130,8 @@ class OnnxRuntimeBackend:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or os.cpu_count() or 1
+        if threads:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only: no per-node provider chatter
         cache = engine_cache.cache_dir()
         self.session = ort.InferenceSession(str(self.graph), options,

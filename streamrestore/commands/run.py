@@ -45,7 +45,8 @@ def add_parser(subparsers, name: str) -> None:
                    help="clean photographs int8 calibrates on (default: $STREAMRESTORE_CALIBRATION_DATA, else the "
                         "checkout's ../shared/data/clean); every 6th by name is held out, as in train")
     p.add_argument("--threads", type=positive_int("--threads"),
-                   help="inference threads of the onnxruntime and openvino backends (default: every core)")
+                   help="inference threads (default: every usable core); the thread plan (streamrestore.threads) "
+                        "also keeps OpenCV at 1 thread per call and onnxruntime's workers from spin-waiting")
     p.add_argument("--batch", type=positive_int("--batch"), help="frames per model call (default 1: lowest latency)")
     p.add_argument("--noise", choices=("fixed", "fresh", "zero"),
                    help="sampling noise: fixed per stream, fresh per frame, or zero (default: the policy the "
@@ -191,7 +192,12 @@ def _run_streams(args: argparse.Namespace) -> int:
 
 
 def _engine_options(args: argparse.Namespace) -> dict:
-    return {"precision": args.precision, "threads": args.threads, "calibration": args.calibration_data}
+    """create_backend's precision, threads and calibration; the thread plan is applied first."""
+    from streamrestore.threads import plan
+
+    args.thread_plan = plan(args.threads)
+    args.thread_plan.apply()
+    return {"precision": args.precision, "threads": args.thread_plan.inference, "calibration": args.calibration_data}
 
 
 def _temporal(args: argparse.Namespace, video: bool) -> bool:
@@ -204,7 +210,8 @@ def _facts(args: argparse.Namespace, backend) -> dict:
             "device": backend.device, "precision": backend.precision, "model": backend.model,
             "batch": args.batch, "steps": args.steps, "noise": args.noise,
             "temporal": {"fusion": args.temporal, "video_model": getattr(backend, "temporal", False)},
-            "auto_choice": getattr(backend, "auto_choice", None)}  # --backend auto on the CPU: what was measured
+            "auto_choice": getattr(backend, "auto_choice", None),
+            "threads": vars(args.thread_plan) if getattr(args, "thread_plan", None) else None}  # --backend auto on the CPU: what was measured
 
 
 def _progress_bar(total: int | None, quiet: bool):
