@@ -4,7 +4,7 @@ The pipeline's stages run at once (decode, restore, fusion, encode), each with i
 FFmpeg's decoder (frame threads) and x264 (about 1.5 per core), the inference runtime (one per
 core, spinning between operators in ONNX Runtime), OpenCV inside the fusion stage (one per core,
 per call). Left alone they ask for several times the cores. The plan gives the model N threads
-(default: every core the process may use) and keeps the other pools from fighting it:
+(default: the cores other processes leave idle) and keeps the other pools from fighting it:
 
 - inference: N threads (onnxruntime intra-op, OpenVINO INFERENCE_NUM_THREADS, torch.set_num_threads);
   ONNX Runtime's workers do not spin-wait between operators (the spinning took the decoder's and
@@ -13,7 +13,12 @@ per call). Left alone they ask for several times the cores. The plan gives the m
   the model; on a 16-core GPU machine 16 1080p feeds ran 12 % faster with OpenCV at 1 thread);
 - decode and encode: FFmpeg's own thread counts (frame threads wait on the model most of the time).
 
-`streamrestore run` applies it always (`--threads N`, default every usable core). Measured with
+Threads that wait for each other at every operator stall when another process holds one of
+their cores: on the shared 2-core machine (load average ~4), model-only 480p p50 with 2 threads
+against 1 (benchmarks/latency.py --profile model --plan [--threads 1]): onnxruntime fp32 107 -> 75
+ms, openvino fp32 112 -> 67, bf16 102 -> 46, int8 124 -> 52. Hence the default: the idle cores.
+
+`streamrestore run` applies it always (`--threads N`, default the idle cores). Measured with
 benchmarks/latency.py --fusion, 480p, 30 frames, two runs each, on the shared 2-core machine (load
 average 3-6): onnxruntime's pipeline ran 6.39 and 6.13 FPS with the plan against 3.64 and 3.37
 with the libraries' defaults (model p50 138 ms against 235 ms); openvino's 5.60 and 5.75 against
@@ -52,6 +57,16 @@ class ThreadPlan:
             torch.set_num_threads(self.inference)
 
 
+def idle_cores() -> int:
+    """Usable cores less those other processes keep busy (1-minute load average), at least 1."""
+    cores = usable_cores()
+    try:
+        busy = round(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        busy = 0
+    return max(1, min(cores, cores - busy))
+
+
 def plan(threads: int | None = None) -> ThreadPlan:
-    """The plan for `threads` inference threads (None: every usable core)."""
-    return ThreadPlan(inference=threads or usable_cores(), opencv=1, spin=False)
+    """The plan for `threads` inference threads (None: the idle cores, idle_cores())."""
+    return ThreadPlan(inference=threads or idle_cores(), opencv=1, spin=False)

@@ -8,9 +8,10 @@ each torch was ~20% faster (155 vs 194 ms at 480p), so revisit this on an idle m
 BackendUnavailable (a one-line UserError saying what to install); a backend that fails to build
 falls back to the next one with one warning line.
 
-On the CPU, openvino (when installed) comes before onnxruntime: its fp32 ran the 480p model in about
-half onnxruntime's time here (issue 16; README, Speed). Precisions are per backend (PRECISIONS); one
-a backend cannot run is one line naming the backends that can.
+On the CPU, openvino (when installed) and onnxruntime are measured once on a 480p frame and the
+faster runs (streamrestore.backends.cpu_choice; cached beside the engine cache), then torch.
+Precisions are per backend (PRECISIONS); one a backend cannot run is one line naming the backends
+that can.
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ class BackendUnavailable(UserError):
 def create_backend(task: str, *, backend: str = "auto", device: str = "auto", steps: int = 1,
                    noise: str | None = None, weights: str | None = None, fp16: bool | None = None,
                    temporal: bool = False, compile: bool = False, precision: str | None = None,
-                   threads: int | None = None, calibration: str | None = None) -> Backend:
+                   threads: int | None = None, calibration: str | None = None, tile: int | None = None) -> Backend:
     """Build the backend that restores frames of `task` (N,H,W,3 uint8 RGB -> same).
 
     temporal: without `weights`, load the task's shipped video model (streamrestore.temporal) where
@@ -55,6 +56,9 @@ def create_backend(task: str, *, backend: str = "auto", device: str = "auto", st
     precision: fp32, fp16, bf16 or int8 (`--precision`; overrides fp16), among the backend's PRECISIONS;
     auto then tries only the backends that run it. threads: inference threads (onnxruntime, openvino).
     calibration: the folder of clean photographs int8 calibrates on (streamrestore.quantize).
+    tile: frames above streamrestore.tiles.TILE_ABOVE pixels restore in tiles of this side (default
+    tiles.TILE) on the torch backend, whichever backend runs the others (backends.large_frames), so
+    memory stays bounded whatever the size; 0: never.
     Task and step count are checked here, once, for every backend."""
     from streamrestore.tasks import check_task
 
@@ -65,17 +69,35 @@ def create_backend(task: str, *, backend: str = "auto", device: str = "auto", st
     if backend not in BACKEND_NAMES:
         raise UserError(f"--backend {backend!r} is not known; use one of {', '.join(BACKEND_NAMES)}")
     check_precision(backend, precision, compile)
+    from streamrestore.tiles import check_tile
+
     kwargs = dict(task=task, steps=steps, noise=noise, weights=weights, fp16=fp16, temporal=temporal,
-                  precision=precision, threads=threads, calibration=calibration)
+                  precision=precision, threads=threads, calibration=calibration, tile=check_tile(tile))
     if compile:
         if backend not in ("auto", "torch"):
             raise UserError(f"--compile runs the torch backend; drop --backend {backend} or --compile")
         return build("torch", device=device, compile=True, **kwargs)
     if backend == "auto":
         candidates = [(n, d) for n, d in _auto_candidates(device) if precision is None or precision in PRECISIONS[n]]
-        return _auto_on_cpu(candidates, kwargs) or _first_that_builds(candidates, kwargs, skip_unavailable=True)
-    names = [name for name in (backend, *FALLBACK[backend]) if precision is None or precision in PRECISIONS[name]]
-    return _first_that_builds([(name, device) for name in names], kwargs, skip_unavailable=False)
+        built = _auto_on_cpu(candidates, kwargs) or _first_that_builds(candidates, kwargs, skip_unavailable=True)
+    else:
+        names = [name for name in (backend, *FALLBACK[backend]) if precision is None or precision in PRECISIONS[name]]
+        built = _first_that_builds([(name, device) for name in names], kwargs, skip_unavailable=False)
+    return _large_frames_on_torch(built, kwargs)
+
+
+def _large_frames_on_torch(built: Backend, kwargs: dict) -> Backend:
+    """`built`, with its frames above TILE_ABOVE pixels sent to the torch backend's tiles (unless it is torch)."""
+    import torch
+
+    from streamrestore.backends.large_frames import LargeFrames
+
+    if built.name == "torch" or not kwargs["tile"]:
+        return built
+    device = "cuda" if built.device == "cuda" and torch.cuda.is_available() else "cpu"
+    options = {k: v for k, v in kwargs.items() if k not in ("precision", "threads", "calibration", "fp16")}
+    return LargeFrames(built, kwargs["tile"], lambda: build(
+        "torch", device=device, fp16=device == "cuda" and built.precision == "fp16", **options))
 
 
 def check_precision(backend: str, precision: str | None, compile: bool = False) -> None:
@@ -135,6 +157,9 @@ def build(name: str, precision: str | None = None, threads: int | None = None, c
     """The backend `name`; precision, threads and calibration go to the backends that take them, the
     others get fp16 from precision."""
     module, cls = BACKENDS[name]
+    tile = kwargs.pop("tile", None)
+    if name == "torch":
+        kwargs["tile"] = tile
     if name in TAKES_PRECISION:
         fp16 = kwargs.pop("fp16", None)
         precision = precision or (None if fp16 is None else "fp16" if fp16 else "fp32")

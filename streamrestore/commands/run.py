@@ -45,7 +45,8 @@ def add_parser(subparsers, name: str) -> None:
                    help="clean photographs int8 calibrates on (default: $STREAMRESTORE_CALIBRATION_DATA, else the "
                         "checkout's ../shared/data/clean); every 6th by name is held out, as in train")
     p.add_argument("--threads", type=positive_int("--threads"),
-                   help="inference threads (default: every usable core); the thread plan (streamrestore.threads) "
+                   help="inference threads (default: the cores other processes leave idle, by the 1-minute load "
+                        "average); the thread plan (streamrestore.threads) "
                         "also keeps OpenCV at 1 thread per call and onnxruntime's workers from spin-waiting")
     p.add_argument("--batch", type=positive_int("--batch"), help="frames per model call (default 1: lowest latency)")
     p.add_argument("--noise", choices=("fixed", "fresh", "zero"),
