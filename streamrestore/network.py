@@ -84,12 +84,16 @@ class NAFBlock(nn.Module):
         self.beta = nn.Parameter(torch.zeros(1, c, 1, 1))
         self.gamma = nn.Parameter(torch.zeros(1, c, 1, 1))
 
+    def channel_mean(self, y: torch.Tensor) -> torch.Tensor:
+        """(N, C, 1, 1) mean of y over every position, in float32 (FP16 bodies). The block's one look at
+        the whole frame: streamrestore.tiles swaps in the whole frame's means when it runs a tile."""
+        return y.float().mean((2, 3), keepdim=True)
+
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         scale, shift = self.time(emb)[:, :, None, None].chunk(2, dim=1)
         y = self.norm1(x) * (1 + scale) + shift
         y = self.gate(self.dwconv(self.conv1(y)))
-        # simplified channel attention; the mean over every position is taken in float32 (FP16 bodies)
-        y = y * self.sca(y.float().mean((2, 3), keepdim=True).to(y.dtype))
+        y = y * self.sca(self.channel_mean(y).to(y.dtype))  # simplified channel attention
         x = x + self.conv3(y) * self.beta
         y = self.ffn_out(self.gate(self.ffn_in(self.norm2(x))))
         return x + y * self.gamma
@@ -138,6 +142,17 @@ class ConditionalNAFUNet(nn.Module):
     @property
     def pad_multiple(self) -> int:
         return 2 ** (len(self.config.enc_blocks) + 1)
+
+    @property
+    def receptive_radius(self) -> int:
+        """Input pixels each side that an output pixel depends on, with the channel means held fixed:
+        the scale of every 3x3 convolution and 2x2 down-convolution on the longest path (intro,
+        encoder, middle, decoder, ending), plus 1 for the pixel-(un)shuffle (tests/test_tiles.py
+        measures it by gradients)."""
+        c = self.config
+        scales = [2 ** (i + 1) for i in range(len(c.enc_blocks))]
+        blocks = sum(s * (e + d) for s, e, d in zip(scales, c.enc_blocks, reversed(c.dec_blocks)))
+        return 2 + blocks + sum(scales) + 2 * scales[-1] * c.mid_blocks + 2 + 1
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.config.time_dim).to(self.intro.weight.dtype))

@@ -19,6 +19,7 @@ from streamrestore.checkpoint import load_model, read_card, recommended_noise
 from streamrestore.errors import UserError
 from streamrestore.sampler import NoisePolicy, sample
 from streamrestore.tasks import default_weights
+from streamrestore.tiles import check_tile, restore_tiled, tiled
 
 log = logging.getLogger("streamrestore")
 
@@ -43,11 +44,16 @@ class FrameRestorer(torch.nn.Module):
     "reduce-overhead"), one static graph per frame size: a batch smaller than the largest seen at
     that size (a file's last one) is padded to it, so it replays the same graph instead of compiling
     anew. If compilation fails, the eager path takes over with one warning line.
+
+    tile: frames of more than streamrestore.tiles.TILE_ABOVE pixels are restored eagerly in tiles of
+    `tile` pixels (default tiles.TILE), in bounded memory and with the whole-frame result
+    (streamrestore.tiles); 0: never.
     """
 
-    def __init__(self, model, steps: int, noise: NoisePolicy, compile: bool = False):
+    def __init__(self, model, steps: int, noise: NoisePolicy, compile: bool = False, tile: int | None = None):
         super().__init__()
         self.model, self.steps, self.noise = model, steps, noise
+        self.tile = check_tile(tile)
         self.multiple = model.network.pad_multiple
         self._compiled = None
         self._batch_at: dict[tuple[int, int], int] = {}
@@ -79,6 +85,12 @@ class FrameRestorer(torch.nn.Module):
     def forward(self, frames: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
         n, h, w = frames.shape[:3]
         padded = (n, 3, h + -h % self.multiple, w + -w % self.multiple)
+        if tiled(frames.shape, self.tile):
+            # zero noise is cropped per tile as zeros: no whole-frame field for the shipped models' default
+            noises = ([None] * self.steps if self.noise.kind == "zero"
+                      else self.noise.draw_shaped(self.steps, padded, frames.device))
+            history = previous if self.model.is_temporal else None
+            return restore_tiled(self.model, frames, noises, history, self.tile)
         if self._compiled is None:
             return self.restore(frames, self.noise.draw_shaped(self.steps, padded, frames.device), previous)
         return self._restore_compiled(frames, previous, padded)
@@ -116,7 +128,9 @@ class TorchBackend:
 
     def __init__(self, task: str, device: str = "auto", steps: int = 1, noise: str | None = None,
                  weights: str | None = None, fp16: bool | None = None, seed: int = 0, temporal: bool = False,
-                 compile: bool = False):
+                 compile: bool = False, tile: int | None = None):
+        """tile: frames above streamrestore.tiles.TILE_ABOVE pixels restore in tiles of this side
+        (default tiles.TILE; 0: never), in bounded memory and with the whole-frame result."""
         self.device = resolve_device(device)
         if fp16 and self.device == "cpu":
             raise UserError("--fp16 needs --device cuda; on the CPU the torch backend runs FP32")
@@ -131,7 +145,7 @@ class TorchBackend:
         size = card.get("architecture", {}).get("size", "?")
         self.model = f"{task} {size} {card.get('kind', 'ir-cm')} {steps}-step, {self.noise} noise ({path.name if hasattr(path, 'name') else path})"
         self.temporal = model.is_temporal
-        self.restorer = FrameRestorer(model, steps, NoisePolicy(self.noise, seed), compile=compile).eval()
+        self.restorer = FrameRestorer(model, steps, NoisePolicy(self.noise, seed), compile=compile, tile=tile).eval()
         if compile:
             self.model += ", torch.compile"
         self.last_timings = {"upload": 0.0, "restore": 0.0, "download": 0.0}
@@ -143,11 +157,11 @@ class TorchBackend:
         """Queue a batch (N, H, W, 3) uint8 (and, for a temporal model, each frame's previous restored
         frame, same shape); returns a Pending whose result() is the restored batch."""
         frames = check_batch(frames, previous)
-        if self._cuda is not None:
+        if self._cuda is not None and not tiled(frames.shape, self.restorer.tile):
             return self._cuda.submit(frames, previous)
-        start = time.perf_counter()
-        history = None if previous is None else torch.from_numpy(np.ascontiguousarray(previous))
-        out = self.restorer(torch.from_numpy(np.ascontiguousarray(frames)), history).numpy()
+        start = time.perf_counter()  # a large frame on CUDA: tiled, here, uploaded and downloaded whole
+        history = None if previous is None else torch.from_numpy(np.ascontiguousarray(previous)).to(self.device)
+        out = self.restorer(torch.from_numpy(np.ascontiguousarray(frames)).to(self.device), history).cpu().numpy()
         return Done(out, {"upload": 0.0, "restore": (time.perf_counter() - start) * 1e3, "download": 0.0})
 
     def __call__(self, frames: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
