@@ -178,3 +178,32 @@ def test_cli_refusals_are_one_line_and_write_nothing(tmp_path, weights):
     one_line_refusal(cli(tmp_path, *run, "--backend", "openvino", "--precision", "int8",
                          "--calibration-data", tmp_path / "missing"), "--calibration-data", "missing")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_run_with_openvino_reports_precision_and_thread_plan(tmp_path, weights, photographs):
+    from media import make_clip
+
+    clip = make_clip(tmp_path / "in.mp4", frames=6)
+    result = cli(tmp_path, "run", clip, "--task", "denoise", "-o", "out.mp4", "--weights", weights, "--backend",
+                 "openvino", "--precision", "int8" if not HAS_BF16 else "bf16", "--threads", "1", "--report",
+                 "report.json", "--quiet", "--calibration-data", photographs)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "report.json").read_text())["summary"]
+    assert (summary["backend"], summary["precision"]) == ("openvino", "bf16" if HAS_BF16 else "int8")
+    assert summary["threads"] == {"inference": 1, "opencv": 1, "spin": False} and summary["frames"] == 6
+
+
+def test_export_int8_writes_a_quantised_graph_openvino_runs(tmp_path, weights, photographs):
+    out = tmp_path / "int8.onnx"
+    result = cli(tmp_path, "export", "--task", "denoise", "--weights", weights, "--precision", "int8",
+                 "--calibration-data", photographs, "--height", "40", "--width", "56", "--noise", "zero", "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert "int8 convolutions (QDQ)" in result.stdout and "40x56" in result.stdout
+    graph = onnx.load(str(out))
+    assert [i.name for i in graph.graph.input] == ["frames"]  # the zero noise baked in
+    assert "QuantizeLinear" in {node.op_type for node in graph.graph.node}
+    compiled = ov.Core().compile_model(str(out), "CPU")
+    frames = photograph(40, 56, 5)[None]
+    restored = compiled({"frames": frames})[compiled.output(0)]
+    assert restored.shape == frames.shape and restored.dtype == np.uint8 and np.abs(restored.astype(int) - frames).mean() > 1
+    assert [p.name for p in tmp_path.iterdir() if p.name != "int8.onnx"] == []  # nothing else left behind
