@@ -26,6 +26,8 @@ class LargeFrames:
         self._last = inner  # the backend that ran the last call: its last_timings are ours
 
     def __getattr__(self, name: str):
+        if name.startswith("__") or "inner" not in self.__dict__:  # copy and pickle look before __init__ ran
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
     @property
