@@ -1,7 +1,7 @@
 """Pick and build a backend by name (DESIGN.md section 4).
 
 Explicit registry: name -> module and class. `auto` tries, in order, tensorrt (CUDA), onnxruntime
-(CUDA provider), torch (CUDA), then on the CPU onnxruntime before torch: on the busy 2-core machine,
+(CUDA provider), torch (CUDA), then on the CPU openvino or onnxruntime (below) before torch: on the busy 2-core machine,
 both at their default 2 threads, onnxruntime took 370/823/1602 ms at 480p/720p/1080p and torch
 eager 2464/2768/3312 ms (torch's OpenMP threads stall when the cores are shared); with one thread
 each torch was ~20% faster (155 vs 194 ms at 480p), so revisit this on an idle machine. A backend whose runtime is missing raises
