@@ -86,3 +86,31 @@ def test_bad_arguments_say_so_in_one_line(args, words, tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and words in result.stderr and result.stderr.startswith("latency.py: error:")
     assert not (tmp_path / "latency.json").exists()
+
+
+def test_gpu_check_dry_run_brings_back_every_section(tmp_path):
+    """benchmarks/gpu_check.py is the one prepared script for a lent GPU: its --dry-run runs the same
+    code on the CPU, so a break shows here before device time is spent on it."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    sections = ["parity", "overlap", "syncs", "cpu_stages", "pipeline", "surveillance"]
+    result = subprocess.run([sys.executable, str(script), "--dry-run", "--out", str(tmp_path), "--sections", *sections],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads((tmp_path / "gpu_check.json").read_text())["sections"]
+    assert list(figures) == ["machine", *sections]
+    assert not [name for name, f in figures.items() if "error" in f or "skipped" in f]
+    assert set(figures["parity"]["rows"]) == {"denoise", "derain", "deblur", "lowlight", "denoise video model",
+                                              "derain video model"}
+    assert figures["pipeline"]["naive_loop"]["frames"] == 8 and figures["pipeline"]["best"]["fps"] > 0
+    assert "## parity" in (tmp_path / "gpu_check.md").read_text()
+    import torch
+
+    if not torch.cuda.is_available():  # without --dry-run, on a CPU: one line, exit 2
+        refused = subprocess.run([sys.executable, str(script), "--out", str(tmp_path)], capture_output=True,
+                                 text=True, timeout=120)
+        assert refused.returncode == 2 and "no CUDA device" in refused.stderr
