@@ -9,6 +9,7 @@ engines. Buffers are torch CUDA tensors; the fixed noise is uploaded once per sh
 """
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from streamrestore.export import OUTPUT, noise_shape
 from streamrestore.sampler import NoisePolicy
 from streamrestore.tasks import default_weights
 
+log = logging.getLogger("streamrestore")
 INSTALL = "pip install 'streamrestore[gpu]' (tensorrt>=10 on a machine with an NVIDIA GPU)"
 
 
@@ -54,7 +56,10 @@ def build_plan(trt, onnx_path: Path, plan_path: Path, profile: dict[str, tuple],
         raise RuntimeError("; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)))
     config = builder.create_builder_config()
     cache = config.create_timing_cache(timing.read_bytes() if timing.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if not config.set_timing_cache(cache, ignore_mismatch=False):  # IBuilderConfig::setTimingCache -> bool
+        log.warning("streamrestore: the TensorRT timing cache %s is from another TensorRT or GPU; building without it", timing)
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
     shapes = builder.create_optimization_profile()
     for name, (low, opt, high) in profile.items():
         shapes.set_shape(name, low, opt, high)
