@@ -38,3 +38,18 @@ def temporal_weights(tmp_path):
     path = tmp_path / "tiny-temporal.safetensors"
     save_model(path, temporal_model(), {"task": "denoise", "kind": "ir-cm", "architecture": {"size": "small"}})
     return path
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """One tiny random checkpoint per test module, so the backends built from it in that module share
+    their exported graphs (a module may define its own `weights`)."""
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_model(path, perturbed_model())
+    return str(path)
+
+
+@pytest.fixture
+def shared_engine_cache(tmp_path_factory, monkeypatch):
+    """One engine cache for the whole test session (graphs exported once), never the user's."""
+    monkeypatch.setenv("STREAMRESTORE_CACHE", str(tmp_path_factory.getbasetemp() / "engines"))

@@ -8,27 +8,13 @@ import pytest
 import torch
 
 from streamrestore.backends.registry import BackendUnavailable, create_backend
-from streamrestore.checkpoint import save_model
 from streamrestore.errors import UserError
 from streamrestore.restorer import Restorer
-from streamrestore.training import build_model
 
 CUDA = torch.cuda.is_available()
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    model = build_model("small").eval()
-    torch.nn.init.normal_(model.network.ending.weight, std=0.05)  # not the zero init: output differs from mu
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_model(path, model)
-    return str(path)
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("STREAMRESTORE_CACHE", str(tmp_path_factory.getbasetemp() / "engines"))
+pytestmark = pytest.mark.usefixtures("shared_engine_cache")
 
 
 def frames(h: int, w: int, n: int = 1, seed: int = 0) -> np.ndarray:

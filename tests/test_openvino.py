@@ -15,32 +15,17 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from streamrestore.backends.registry import create_backend
-from streamrestore.checkpoint import save_model
 from streamrestore.errors import UserError
 from streamrestore.metrics import psnr_y
-from streamrestore.training import build_model
 
 ov = pytest.importorskip("openvino")
 CLI = [sys.executable, "-m", "streamrestore.cli"]
 HAS_BF16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    model = build_model("small").eval()
-    torch.nn.init.normal_(model.network.ending.weight, std=0.05)  # not the zero init: output differs from mu
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_model(path, model)
-    return str(path)
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("STREAMRESTORE_CACHE", str(tmp_path_factory.getbasetemp() / "engines"))
+pytestmark = pytest.mark.usefixtures("shared_engine_cache")
 
 
 def photograph(h: int, w: int, seed: int) -> np.ndarray:
