@@ -76,6 +76,16 @@ def cached_onnx(model, weights: Path, steps: int, fp16: bool) -> Path:
     return path
 
 
+def graph_for(model, weights: Path, steps: int, task: str, precision: str, calibration: str | None) -> Path:
+    """The cached ONNX graph a runtime runs at `precision`: the int8 QDQ graph (streamrestore.quantize),
+    else the float graph, with an FP16 body for fp16 (bf16 runtimes take the FP32 graph and a hint)."""
+    if precision == "int8":
+        from streamrestore.quantize import cached_int8_onnx
+
+        return cached_int8_onnx(model, weights, steps, task, calibration)
+    return cached_onnx(model, weights, steps, precision == "fp16")
+
+
 class NoiseFeed:
     """The `noise` input (M, N, 3, Hp, Wp) float32 from a NoisePolicy; fixed and zero are kept per shape."""
 
@@ -121,12 +131,7 @@ class OnnxRuntimeBackend:
         model = load_model(path, "cpu")
         noise = noise or recommended_noise(path)
         self.model = describe(task, path, steps, noise)
-        if self.precision == "int8":
-            from streamrestore.quantize import cached_int8_onnx
-
-            self.graph = cached_int8_onnx(model, path, steps, task, calibration)
-        else:
-            self.graph = cached_onnx(model, path, steps, self.precision == "fp16")
+        self.graph = graph_for(model, path, steps, task, self.precision, calibration)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or os.cpu_count() or 1

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from streamrestore.backends.base import Done, check_batch
-from streamrestore.backends.onnxruntime_backend import NoiseFeed, cached_onnx, describe
+from streamrestore.backends.onnxruntime_backend import NoiseFeed, describe, graph_for
 from streamrestore.backends.registry import BackendUnavailable
 from streamrestore.checkpoint import load_model, recommended_noise
 from streamrestore.sampler import NoisePolicy
@@ -69,12 +69,7 @@ class OpenVinoBackend:
         model = load_model(path, "cpu")
         noise = noise or recommended_noise(path)
         self.model = describe(task, path, steps, noise)
-        if self.precision == "int8":
-            from streamrestore.quantize import cached_int8_onnx
-
-            self.graph = cached_int8_onnx(model, path, steps, task, calibration)
-        else:
-            self.graph = cached_onnx(model, path, steps, False)
+        self.graph = graph_for(model, path, steps, task, self.precision, calibration)
         self.network = self.core.read_model(str(self.graph))
         self.config = {"INFERENCE_PRECISION_HINT": HINTS[self.precision], "PERFORMANCE_HINT": "LATENCY"}
         if threads:
