@@ -476,7 +476,6 @@ def driving(check: Check) -> dict:
 def surveillance(check: Check) -> dict:
     import _bench
 
-    clip = make_clip(check, "1080p", 240 if not check.dry else 8)
     short = check.tmp / "feed-1080p.mp4"
     if not short.exists():  # 60 frames (2 s at 30 fps) per feed
         _bench.make_clip(short, *check.sizes["1080p"], 60 if not check.dry else 6)
@@ -500,7 +499,6 @@ def surveillance(check: Check) -> dict:
         rows[label] = figures
         say(f"  surveillance {label}: {figures['aggregate_fps']} FPS in all, {figures['per_stream_fps_min']} per feed")
     cv2.setNumThreads(default_threads)
-    del clip
     return {"feeds": 16, "resolution": "1080p", "rows": rows}
 
 
