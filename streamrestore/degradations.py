@@ -57,6 +57,32 @@ def add_noise(image, rng, sigma=25 / 255, peak=None):
     return np.clip(out, 0, 1).astype(np.float32)
 
 
+def add_chroma_noise(image, rng, sigma=10 / 255, blur=1.5):
+    """Colour noise in blotches: independent Gaussian noise per channel, smoothed by a Gaussian of std `blur`
+    pixels (rescaled to keep std `sigma`) -- the low-frequency chroma noise of a small sensor after demosaicing."""
+    noise = rng.normal(0, 1, image.shape).astype(np.float32)
+    noise = cv2.GaussianBlur(noise, (0, 0), blur)
+    noise *= sigma / max(float(noise.std()), 1e-6)
+    return np.clip(image + noise, 0, 1).astype(np.float32)
+
+
+def jpeg(image, quality=75):
+    """The image through an 8-bit JPEG round trip at `quality` (OpenCV's libjpeg, 4:2:0): the camera's or the
+    encoder's compression after the noise, which blocks and smears it."""
+    bgr = cv2.cvtColor((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB).astype(np.float32) / 255
+
+
+def sensor_noise(image, rng, sigma=25 / 255, peak=None, chroma=0.0, chroma_blur=1.5, quality=None):
+    """Sensor-like noise: Poisson shot noise at `peak` photons (signal-dependent, optional), Gaussian read noise
+    `sigma`, chroma blotches of std `chroma` (optional), then a JPEG round trip at `quality` (optional)."""
+    out = add_noise(image, rng, sigma, peak)
+    if chroma > 0:
+        out = add_chroma_noise(out, rng, chroma, chroma_blur)
+    return jpeg(out, quality) if quality else out
+
+
 def trajectory_kernel(rng, size=21, steps=64) -> np.ndarray:
     """A random camera-shake trajectory (a smoothed random walk) rasterised into a blur kernel."""
     velocity = rng.normal(0, 1, (steps, 2)).cumsum(0) * 0.3 + rng.normal(0, 1, 2)
@@ -117,18 +143,29 @@ def random_dark_scene(image, rng, share=0.2):
     return image * rng.uniform(0.15, 0.6) if rng.random() < share else image
 
 
+def noise_params(rng) -> dict:
+    """sensor_noise parameters from the whole family: read noise sigma log-uniform in 2-55 levels (as many draws
+    below 15 as above), shot noise in 30% of draws, chroma blotches in 25%, a JPEG round trip in 25%."""
+    return dict(sigma=float(np.exp(rng.uniform(np.log(2), np.log(55)))) / 255,
+                peak=float(rng.uniform(20, 300)) if rng.random() < 0.3 else None,
+                chroma=float(rng.uniform(3, 20)) / 255 if rng.random() < 0.25 else 0.0,
+                chroma_blur=float(rng.uniform(0.8, 2.5)),
+                quality=int(rng.integers(45, 96)) if rng.random() < 0.25 else None)
+
+
 def random_noise(image, rng):
-    sigma = rng.uniform(2, 50) / 255
-    peak = rng.uniform(20, 300) if rng.random() < 0.3 else None
-    return add_noise(image, rng, sigma, peak)
+    return sensor_noise(image, rng, **noise_params(rng))
+
+
+def blur_kernel(rng):
+    """A motion kernel of 5-25 px: half straight lines at any angle, half shaken-camera trajectories."""
+    if rng.random() < 0.5:
+        return _line_kernel(int(rng.integers(5, 26)), rng.uniform(0, 180))
+    return trajectory_kernel(rng, size=int(rng.choice([7, 9, 11, 13, 15, 17, 19, 21, 23, 25])))
 
 
 def random_blur(image, rng):
-    if rng.random() < 0.5:
-        kernel = _line_kernel(int(rng.integers(5, 22)), rng.uniform(0, 180))
-    else:
-        kernel = trajectory_kernel(rng, size=int(rng.choice([11, 15, 19, 23])))
-    return add_blur(image, rng, kernel, rng.uniform(0, 0.02))
+    return add_blur(image, rng, blur_kernel(rng), rng.uniform(0, 0.02))
 
 
 def random_lowlight(image, rng):
@@ -169,6 +206,48 @@ def rain_family_uint8(family: str, image: np.ndarray, seed: int) -> tuple[np.nda
     return (out * 255 + 0.5).astype(np.uint8), (clean * 255 + 0.5).astype(np.uint8)
 
 
+# The grids of the other tasks (`streamrestore eval --task T --grid`): fixed sensor_noise, blur and darken
+# recipes spanning each family; some sit outside the training draws (lowlight "dark", denoise "jpeg" below
+# the chroma/JPEG shares). A shaken kernel is drawn from the family's seeded generator.
+NOISE_FAMILIES = {
+    "sigma5": dict(sigma=5 / 255), "sigma15": dict(sigma=15 / 255), "sigma25": dict(sigma=25 / 255),
+    "sigma50": dict(sigma=50 / 255),
+    "shot": dict(sigma=4 / 255, peak=40.0),
+    "chroma": dict(sigma=8 / 255, chroma=12 / 255, chroma_blur=1.8),
+    "jpeg": dict(sigma=20 / 255, quality=70),
+}
+BLUR_FAMILIES = {
+    "line5": dict(kind="line", size=5, angle=30.0), "line11": dict(kind="line", size=11, angle=100.0),
+    "line17": dict(kind="line", size=17, angle=0.0), "line25": dict(kind="line", size=25, angle=135.0),
+    "shake9": dict(kind="shake", size=9), "shake15": dict(kind="shake", size=15),
+    "shake21": dict(kind="shake", size=21), "shake25": dict(kind="shake", size=25),
+}
+EXPOSURE_FAMILIES = {
+    "dusk": dict(gamma=1.6, gain=0.4, shot_peak=400.0, read_sigma=0.004),
+    "evening": dict(gamma=2.2, gain=0.2, shot_peak=150.0, read_sigma=0.008, cast=(1.08, 1.0, 0.92)),
+    "night": dict(gamma=2.5, gain=0.1, shot_peak=100.0, read_sigma=0.01),
+    "dark": dict(gamma=2.8, gain=0.05, shot_peak=60.0, read_sigma=0.015, cast=(0.92, 1.0, 1.1)),
+}
+
+
+def blur_family(image, rng, kind="line", size=15, angle=0.0, noise_sigma=0.005):
+    kernel = _line_kernel(size, angle) if kind == "line" else trajectory_kernel(rng, size=size)
+    return add_blur(image, rng, kernel, noise_sigma)
+
+
+FAMILIES = {"derain": RAIN_FAMILIES, "denoise": NOISE_FAMILIES, "deblur": BLUR_FAMILIES, "lowlight": EXPOSURE_FAMILIES}
+_FAMILY_DEGRADE = {"denoise": sensor_noise, "deblur": blur_family, "lowlight": darken}
+
+
+def family_uint8(task: str, family: str, image: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(degraded, clean) 8-bit RGB for one family of a task's grid, degraded with np.random.default_rng(seed)."""
+    if task == "derain":
+        return rain_family_uint8(family, image, seed)
+    clean = image.astype(np.float32) / 255
+    out = _FAMILY_DEGRADE[task](clean, np.random.default_rng(seed), **FAMILIES[task][family])
+    return (out * 255 + 0.5).astype(np.uint8), image
+
+
 def eval_noise(image, rng):
     return add_noise(image, rng, sigma=25 / 255)
 
@@ -200,16 +279,12 @@ def clip_rain(rng):
 
 
 def clip_noise(rng):
-    sigma = rng.uniform(2, 50) / 255
-    peak = rng.uniform(20, 300) if rng.random() < 0.3 else None
-    return lambda image, frame_rng: add_noise(image, frame_rng, sigma, peak)
+    params = noise_params(rng)
+    return lambda image, frame_rng: sensor_noise(image, frame_rng, **params)
 
 
 def clip_blur(rng):
-    if rng.random() < 0.5:
-        kernel = _line_kernel(int(rng.integers(5, 22)), rng.uniform(0, 180))
-    else:
-        kernel = trajectory_kernel(rng, size=int(rng.choice([11, 15, 19, 23])))
+    kernel = blur_kernel(rng)
     sigma = rng.uniform(0, 0.02)
     return lambda image, frame_rng: add_blur(image, frame_rng, kernel, sigma)
 

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from streamrestore.classical import CLASSICAL
-from streamrestore.degradations import RAIN_FAMILIES, eval_degrade_uint8, rain_family_uint8
+from streamrestore.degradations import FAMILIES, eval_degrade_uint8, family_uint8
 from streamrestore.metrics import psnr_y, ssim_y
 
 
@@ -53,22 +53,20 @@ def evaluate(task: str, pairs: list[EvalPair], models: dict) -> dict:
     return rows
 
 
-def rain_grid(images: dict[str, np.ndarray], models: dict, seed: int) -> dict:
-    """{family: {method: {psnr_y, ssim_y, gain_db}}} over RAIN_FAMILIES, then a "mean" row; each image
-    gets its own seed per family."""
+def family_grid(task: str, images: dict[str, np.ndarray], models: dict, seed: int) -> dict:
+    """{family: {method: {psnr_y, ssim_y, gain_db}}} over the task's FAMILIES (streamrestore.degradations), then
+    a "mean" row; each image gets its own seed per family."""
     table = {}
-    for f, family in enumerate(RAIN_FAMILIES):
+    for f, family in enumerate(FAMILIES[task]):
         pairs = []
         for i, (name, clean) in enumerate(sorted(images.items())):
-            rainy, target = rain_family_uint8(family, clean, seed + 1000 * f + i)
-            pairs.append(EvalPair(name, rainy, target))
-        rows = {"degraded input": score(lambda x: x, pairs), f"classical ({CLASSICAL['derain'].__name__})":
-                score(CLASSICAL["derain"], pairs)}
-        rows.update({name: score(model, pairs) for name, model in models.items()})
+            degraded, target = family_uint8(task, family, clean, seed + 1000 * f + i)
+            pairs.append(EvalPair(name, degraded, target))
+        rows = evaluate(task, pairs, models)
         for row in rows.values():
             row["gain_db"] = round(row["psnr_y"] - rows["degraded input"]["psnr_y"], 2)
         table[family] = rows
     methods = table[next(iter(table))]
-    table["mean"] = {m: {k: round(float(np.mean([table[f][m][k] for f in RAIN_FAMILIES])), 3)
+    table["mean"] = {m: {k: round(float(np.mean([table[f][m][k] for f in FAMILIES[task]])), 3)
                          for k in ("psnr_y", "ssim_y", "gain_db")} for m in methods}
     return table

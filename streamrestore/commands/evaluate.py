@@ -40,8 +40,9 @@ def add_parser(subparsers, name: str) -> None:
                    help="int8: clean photographs to calibrate on (default: $STREAMRESTORE_CALIBRATION_DATA, else the "
                         "checkout's ../shared/data/clean); its held-out images are never used")
     p.add_argument("--grid", action="store_true",
-                   help="derain: one row per kind of rain (drizzle ... downpour, slanted, long, faint, opaque, "
-                        "splashes, night; streamrestore.degradations.RAIN_FAMILIES) and their mean")
+                   help="one row per kind of degradation and their mean (streamrestore.degradations.FAMILIES): "
+                        "derain drizzle ... downpour, slanted, long, faint, opaque, splashes, night; denoise sigma "
+                        "5-50, shot, chroma, jpeg; deblur lines and shaken kernels of 5-25 px; lowlight dusk ... dark")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.add_argument("--write-card", action="store_true", help="store the table in the IR-CM weights' model card")
     p.set_defaults(handler=main)
@@ -120,22 +121,20 @@ def main(args) -> int:
 
 
 def _grid(args) -> int:
-    """Derain over the grid of rain families: per family, the input, classical and IR-CM Y-PSNR, and the mean."""
-    from streamrestore.evaluation import rain_grid
+    """The task over its grid of families: per family, the input, classical and IR-CM Y-PSNR, and the mean."""
+    from streamrestore.evaluation import family_grid
     from streamrestore.restorer import Restorer
 
-    if args.task != "derain":
-        raise UserError(f"--grid: only --task derain has a grid of kinds so far, not {args.task}")
     if args.paired:
         raise UserError("--grid degrades clean photographs; give --data, not --paired")
     models = {f"IR-CM {steps}-step": Restorer(args.task, steps=steps, device=args.device, weights=args.weights,
                                               noise=args.noise) for steps in args.steps}
-    table = rain_grid(load_clean_images(args), models, args.seed)
+    table = family_grid(args.task, load_clean_images(args), models, args.seed)
     if args.json:
         print(json.dumps({"task": args.task, "split": args.split, "grid": table}, indent=2))
         return 0
     names = list(next(iter(table.values())))
-    print(f"derain grid: {args.split} images of {' '.join(args.data)}; Y-PSNR dB (gain over the input)")
+    print(f"{args.task} grid: {args.split} images of {' '.join(args.data)}; Y-PSNR dB (gain over the input)")
     print(f"{'family':<10}" + "".join(f"{n.split(' (')[0]:>22}" for n in names))
     for family, row in table.items():
         cells = [f"{r['psnr_y']:.2f}" + ("" if n == "degraded input" else f" ({r['gain_db']:+.2f})") for n, r in row.items()]
