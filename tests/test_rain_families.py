@@ -1,7 +1,5 @@
 """The derain family: training draws that span it, the evaluation grid, and training on several folders."""
 import json
-import subprocess
-import sys
 
 import cv2
 import numpy as np
