@@ -1,4 +1,4 @@
-"""The IR-CM restorer as one ONNX graph (DESIGN.md sections 1 and 4): uint8 frames in, uint8 frames out.
+"""The IR-CM restorer as one ONNX graph (DESIGN.md sections 1 and 4): streamrestore.frames.RestoreFrames traced.
 
 Graph inputs:
     frames  (N, H, W, 3) uint8 RGB;
@@ -9,7 +9,8 @@ Graph inputs:
             (the stream state, streamrestore.temporal; the frame itself where a stream starts afresh).
 Graph output:
     restored (N, H, W, 3) uint8 RGB.
-Inside: normalise to [0, 1], replicate-pad, Algorithm 3 with every t_n a constant, crop, round.
+Inside: normalise to [0, 1], replicate-pad, Algorithm 3 with every t_n a constant, crop, round
+(the torch backend runs the same module).
 The sampling arithmetic and the OECF stay float32; with fp16 only the network body is half.
 """
 from __future__ import annotations
@@ -23,11 +24,9 @@ from pathlib import Path
 import onnx
 import onnx.numpy_helper
 import torch
-from torch import nn
-from torch.nn import functional as F
 
 from streamrestore.consistency import ConsistencyModel
-from streamrestore.sampler import sampling_times
+from streamrestore.frames import RestoreFrames, noise_shape, padded
 
 OPSET = 17
 INPUTS, OUTPUT = ("frames", "noise", "previous"), "restored"
@@ -37,67 +36,26 @@ EXAMPLE_SIZE = (13, 15)
 
 
 def code_version() -> str:
-    """SHA-256 (16 hex digits) of the source that defines the exported graph (this module, the network,
-    the consistency function, the schedule and the sampler): part of the engine cache key, so a
+    """SHA-256 (16 hex digits) of the source that defines the exported graph (this module, the frame path,
+    the network, the consistency function, the schedule and the sampler): part of the engine cache key, so a
     change to any of them replaces graphs cached by older code instead of loading them."""
     import hashlib
 
-    from streamrestore import consistency, network, sampler, sde
+    from streamrestore import consistency, frames, network, sampler, sde
 
     digest = hashlib.sha256()
-    for module in (consistency, network, sampler, sde):
+    for module in (consistency, frames, network, sampler, sde):
         digest.update(Path(module.__file__).read_bytes())
     digest.update(Path(__file__).read_bytes())
     return digest.hexdigest()[:16]
 
 
-def padded(size: int, multiple: int) -> int:
-    return -(-size // multiple) * multiple
-
-
-def noise_shape(steps: int, batch: int, height: int, width: int, multiple: int) -> tuple[int, ...]:
-    """(M, N, 3, Hp, Wp): the `noise` input for frames of (N, height, width, 3)."""
-    return (steps, batch, 3, padded(height, multiple), padded(width, multiple))
-
-
-class RestoreGraph(nn.Module):
-    """frames (N,H,W,3) uint8, noise (M,N,3,Hp,Wp) -> (N,H,W,3) uint8 by Algorithm 3 with fixed t_n."""
-
-    def __init__(self, model: ConsistencyModel, steps: int):
-        super().__init__()
-        schedule = model.schedule
-        self.model = model
-        times = [torch.tensor([t]) for t in sampling_times(schedule.T, steps)]
-        for i, t in enumerate(times):
-            self.register_buffer(f"t{i}", t, persistent=False)
-        # Python floats become graph constants: sqrt(v_{t_n}) and exp(-thetabar_{t_n}) (IR-SDE eq. 7).
-        self.stds = [float(schedule.variance(t).sqrt()) for t in times]
-        self.decays = [float(schedule.decay(t)) for t in times]
-
-    def forward(self, frames: torch.Tensor, noise: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
-        # uint8 only straight into a Cast and out of one (TensorRT takes uint8 nowhere else): cast first,
-        # take shapes from the float tensor, cast back last
-        mu = frames.float()
-        h, w = mu.shape[1], mu.shape[2]
-        # pad amounts from the noise shape, so the graph needs no modulo on dynamic sizes
-        pad = (0, noise.shape[4] - w, 0, noise.shape[3] - h)
-        mu = F.pad(mu.permute(0, 3, 1, 2) / 255, pad, mode="replicate")
-        history = None if previous is None else F.pad(previous.float().permute(0, 3, 1, 2) / 255, pad, mode="replicate")
-        x = mu + self.stds[0] * noise[0]  # x_T = mu + sqrt(v_T) z
-        x0 = self.model(x, mu, self.t0, history)
-        for i in range(1, len(self.stds)):
-            x = mu + (x0 - mu) * self.decays[i] + self.stds[i] * noise[i]  # re-noise to t_i (eq. 7)
-            x0 = self.model(x, mu, getattr(self, f"t{i}"), history)
-        out = (x0[:, :, :h, :w].clamp(0, 1) * 255).round()
-        return out.permute(0, 2, 3, 1).to(torch.uint8)
-
-
-def build_graph(model: ConsistencyModel, steps: int, fp16: bool = False) -> RestoreGraph:
-    """A float32 CPU copy of `model` (network body in half with `fp16`) wrapped as a RestoreGraph."""
+def build_graph(model: ConsistencyModel, steps: int, fp16: bool = False) -> RestoreFrames:
+    """A float32 CPU copy of `model` (network body in half with `fp16`) wrapped as the frame path to trace."""
     model = copy.deepcopy(model).cpu().float().eval()
     if fp16:
         model.network.half()  # LayerNorm2d and the OECF stay float32 (DESIGN.md s.7)
-    return RestoreGraph(model, steps).eval()
+    return RestoreFrames(model, steps).eval()
 
 
 def export_onnx(model: ConsistencyModel, path: str | Path, steps: int = 1, fp16: bool = False,
@@ -133,7 +91,7 @@ def multiple(model: ConsistencyModel) -> int:
     return model.network.pad_multiple
 
 
-def _trace(graph: RestoreGraph, inputs: tuple) -> onnx.ModelProto:
+def _trace(graph: RestoreFrames, inputs: tuple) -> onnx.ModelProto:
     """TorchScript-trace export (about 1 s; the dynamo exporter takes ~20 s for the same graph here)."""
     axes = {"frames": {0: "batch", 1: "height", 2: "width"}, OUTPUT: {0: "batch", 1: "height", 2: "width"},
             "noise": {1: "batch", 3: "padded_height", 4: "padded_width"},

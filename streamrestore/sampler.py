@@ -24,24 +24,30 @@ def useful_steps(T: int) -> int:
     return len(set(sampling_times(T, T)))
 
 
-def sample(model, schedule: MeanRevertingSchedule, mu: torch.Tensor, noises: list[torch.Tensor],
+def step_input(schedule: MeanRevertingSchedule, mu: torch.Tensor, x0: torch.Tensor | None, t: torch.Tensor,
+               z: torch.Tensor) -> torch.Tensor:
+    """x_{t_n} of Algorithm 3: x_T = mu + sqrt(v_T) z at the first step (x0 None), else the last origin
+    estimate re-noised to t_n by the closed-form marginal (IR-SDE eq. 7)."""
+    if x0 is None:
+        return mu + marginal_std(schedule, t, mu) * z
+    return mean_reverting_marginal(schedule, x0, mu, t, z)
+
+
+def sample(model, schedule: MeanRevertingSchedule, mu: torch.Tensor, noises,
            previous: torch.Tensor | None = None) -> torch.Tensor:
     """Algorithm 3 with M = len(noises) steps; noises[0] starts x_T, noises[i] re-noises before step i.
 
-    mu: (N, 3, H, W) in [0, 1]; previous: the stream's previous restored frame, same shape, for a
-    temporal model (None: a first frame). Returns the last origin estimate, float32, not clipped.
+    mu: (N, 3, H, W) in [0, 1]; noises: M tensors like mu (a list, or one (M, N, 3, H, W) tensor);
+    previous: the stream's previous restored frame, same shape, for a temporal model (None: a first
+    frame). Every step's t is a (1,) tensor that broadcasts over the batch, so a traced graph holds
+    each t_n and its schedule factors as constants. Returns the last origin estimate, float32, not clipped.
     """
     if previous is not None:  # the model's own keyword; a one-frame model has none
         model = functools.partial(model, previous=previous)
-    times = sampling_times(schedule.T, len(noises))
-    n = mu.shape[0]
-    t = torch.full((n,), times[0], dtype=torch.long, device=mu.device)
-    x = mu + marginal_std(schedule, t, mu) * noises[0]  # x_T = mu + sqrt(v_T) z
-    x0 = model(x, mu, t)
-    for t_next, z in zip(times[1:], noises[1:]):
-        t = torch.full((n,), t_next, dtype=torch.long, device=mu.device)
-        x = mean_reverting_marginal(schedule, x0, mu, t, z)
-        x0 = model(x, mu, t)
+    x0 = None
+    for i, t_n in enumerate(sampling_times(schedule.T, len(noises))):
+        t = torch.full((1,), t_n, dtype=torch.long, device=mu.device)
+        x0 = model(step_input(schedule, mu, x0, t, noises[i]), mu, t)
     return x0
 
 

@@ -31,8 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from streamrestore.network import NAFBlock
-from streamrestore.sampler import sampling_times
-from streamrestore.sde import marginal_std, mean_reverting_marginal
+from streamrestore.sampler import sampling_times, step_input
 
 TILE = 512  # side of a tile's core in pixels (its window adds the receptive radius each side)
 TILE_ABOVE = 3840 * 2160  # frames with more pixels than 4K UHD are restored in tiles
@@ -116,7 +115,7 @@ def _overridden(model: nn.Module, means: _ChannelMeans):
 
 
 def _crop(frames: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
-    """Window `box` of the normalised, replicate-padded frames (what FrameRestorer feeds the sampler)."""
+    """Window `box` of the normalised, replicate-padded frames (what streamrestore.frames.normalised feeds the sampler)."""
     h, w = frames.shape[1:3]
     y0, y1, x0, x1 = box
     part = frames[:, y0:min(y1, h), x0:min(x1, w)].permute(0, 3, 1, 2).float().div_(255)
@@ -125,15 +124,11 @@ def _crop(frames: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
 
 
 def _origin_estimate(model, frames, previous, noise, x0, t, window: Window) -> torch.Tensor:
-    """One sampling step of Algorithm 3 on a window: x_t from the noise (x_T = mu + sqrt(v_T) z at the
-    first step, eq. 7 from the last estimate x0 after), then the consistency function."""
+    """One sampling step of Algorithm 3 on a window (sampler.step_input, then the consistency function)."""
     y0, y1, x0_, x1 = window.box
     mu = _crop(frames, window.box)
     z = torch.zeros_like(mu) if noise is None else noise[:, :, y0:y1, x0_:x1]
-    if x0 is None:
-        x = mu + marginal_std(model.schedule, t, mu) * z
-    else:
-        x = mean_reverting_marginal(model.schedule, x0[:, :, y0:y1, x0_:x1], mu, t, z)
+    x = step_input(model.schedule, mu, None if x0 is None else x0[:, :, y0:y1, x0_:x1], t, z)
     history = None if previous is None else _crop(previous, window.box)
     return model(x, mu, t, previous=history)
 
@@ -156,7 +151,7 @@ def _whole_frame_means(model, step, boxes: list[Window], height: int, width: int
 @torch.inference_mode()
 def restore_tiled(model, frames: torch.Tensor, noises: list[torch.Tensor | None],
                   previous: torch.Tensor | None = None, tile: int = TILE) -> torch.Tensor:
-    """uint8 (N, H, W, 3) RGB -> uint8 (N, H, W, 3): FrameRestorer.restore in tiles of `tile` pixels.
+    """uint8 (N, H, W, 3) RGB -> uint8 (N, H, W, 3): streamrestore.frames.RestoreFrames in tiles of `tile` pixels.
 
     model: a ConsistencyModel; noises: one z per step, (N, 3, Hp, Wp) float32 with Hp, Wp the frame
     padded to the pad multiple, or None for zero noise; previous: a temporal model's previous restored

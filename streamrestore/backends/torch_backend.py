@@ -12,12 +12,12 @@ import time
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from streamrestore.backends.base import Done, check_batch
 from streamrestore.checkpoint import load_model, read_card, recommended_noise
 from streamrestore.errors import UserError
-from streamrestore.sampler import NoisePolicy, sample
+from streamrestore.frames import RestoreFrames, noise_shape
+from streamrestore.sampler import NoisePolicy
 from streamrestore.tasks import default_weights
 from streamrestore.tiles import check_tile, restore_tiled, tiled
 
@@ -35,7 +35,8 @@ def resolve_device(device: str) -> str:
 
 
 class FrameRestorer(torch.nn.Module):
-    """uint8 (N, H, W, 3) RGB -> uint8 (N, H, W, 3): normalise, pad, Algorithm 3, crop, quantise.
+    """uint8 (N, H, W, 3) RGB -> uint8 (N, H, W, 3): streamrestore.frames.RestoreFrames with the noise of
+    the stream's NoisePolicy, compiled or tiled as asked.
 
     A temporal model also takes `previous`, each frame's previous restored frame (N, H, W, 3) uint8
     (the frame itself where a stream starts afresh, streamrestore.temporal).
@@ -53,6 +54,7 @@ class FrameRestorer(torch.nn.Module):
     def __init__(self, model, steps: int, noise: NoisePolicy, compile: bool = False, tile: int | None = None):
         super().__init__()
         self.model, self.steps, self.noise = model, steps, noise
+        self.restore = RestoreFrames(model, steps)  # the frame path the ONNX export traces too
         self.tile = check_tile(tile)
         self.multiple = model.network.pad_multiple
         self._compiled = None
@@ -67,24 +69,8 @@ class FrameRestorer(torch.nn.Module):
     def compiled(self) -> bool:
         return self._compiled is not None
 
-    def _normalised(self, frames: torch.Tensor) -> torch.Tensor:
-        h, w = frames.shape[1:3]
-        x = frames.permute(0, 3, 1, 2).float().div_(255)
-        pad_h, pad_w = -h % self.multiple, -w % self.multiple
-        return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
-
-    def restore(self, frames: torch.Tensor, noises: list[torch.Tensor], previous: torch.Tensor | None = None):
-        """The whole frame path with the noise given: a pure function of its inputs (what is compiled)."""
-        h, w = frames.shape[1:3]
-        mu = self._normalised(frames)
-        history = self._normalised(previous) if previous is not None and self.model.is_temporal else None
-        out = sample(self.model, self.model.schedule, mu, noises, previous=history)
-        out = out[:, :, :h, :w].clamp_(0, 1).mul_(255).round_()
-        return out.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-
     def forward(self, frames: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
-        n, h, w = frames.shape[:3]
-        padded = (n, 3, h + -h % self.multiple, w + -w % self.multiple)
+        padded = noise_shape(1, *frames.shape[:3], self.multiple)[1:]
         if tiled(frames.shape, self.tile):
             # zero noise is cropped per tile as zeros: no whole-frame field for the shipped models' default
             noises = ([None] * self.steps if self.noise.kind == "zero"
