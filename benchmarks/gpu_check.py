@@ -104,11 +104,11 @@ def sync(device: str) -> None:
 
 
 def backend(check: Check, task: str = "denoise", **options):
-    from streamrestore.backends.torch_backend import TorchBackend
+    from streamrestore.backends.registry import create_backend
 
     if check.dry:
         options.pop("fp16", None)
-    return TorchBackend(task, device=check.device, **options)
+    return create_backend(task, backend="torch", device=check.device, **options)
 
 
 def sample_frames(task: str, width: int, height: int, count: int) -> np.ndarray:

@@ -149,7 +149,7 @@ def test_default_noise_policy_comes_from_the_model_card(tmp_path):
 
     path = tmp_path / "w.safetensors"
     save_model(path, perturbed_model(), {"task": "denoise", "noise_policy": {"default": "zero"}})
-    assert Restorer("denoise", weights=str(path)).backend.noise == "zero"
-    assert Restorer("denoise", weights=str(path), noise="fresh").backend.noise == "fresh"
+    assert Restorer("denoise", weights=str(path)).backend.loaded.noise == "zero"
+    assert Restorer("denoise", weights=str(path), noise="fresh").backend.loaded.noise == "fresh"
     save_model(path, perturbed_model(), {"task": "denoise"})
-    assert Restorer("denoise", weights=str(path)).backend.noise == "fixed"
+    assert Restorer("denoise", weights=str(path)).backend.loaded.noise == "fixed"

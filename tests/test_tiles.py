@@ -7,7 +7,6 @@ import torch
 
 from streamrestore import tiles
 from streamrestore.backends.registry import create_backend
-from streamrestore.backends.torch_backend import TorchBackend
 from streamrestore.network import SIZES, ConditionalNAFUNet, NAFBlock
 from streamrestore.restorer import Restorer
 from streamrestore.tasks import shipped_weights
@@ -47,8 +46,8 @@ def test_tiles_give_the_whole_frame_result_with_bounded_windows(temporal):
     weights = str(shipped_weights("denoise", temporal=temporal))
     frames = photo(157, 221)  # padded to 160x224: partial tiles at the right and bottom
     previous = photo(157, 221, seed=1) if temporal else None
-    whole = TorchBackend("denoise", device="cpu", weights=weights, tile=0)(frames, previous)
-    backend = TorchBackend("denoise", device="cpu", weights=weights, tile=96)
+    whole = create_backend("denoise", backend="torch", device="cpu", weights=weights, tile=0)(frames, previous)
+    backend = create_backend("denoise", backend="torch", device="cpu", weights=weights, tile=96)
     seen = windows_seen(backend)
     out = backend(frames, previous)
     worst, mean = compare(out, whole)
@@ -62,8 +61,8 @@ def test_tiles_with_two_steps_fixed_noise_and_a_batch():
     weights = str(shipped_weights("denoise"))
     frames = photo(80, 120, n=2)
     kw = dict(device="cpu", weights=weights, steps=2, noise="fixed")
-    whole = TorchBackend("denoise", tile=0, **kw)(frames)
-    worst, mean = compare(TorchBackend("denoise", tile=64, **kw)(frames), whole)
+    whole = create_backend("denoise", backend="torch", tile=0, **kw)(frames)
+    worst, mean = compare(create_backend("denoise", backend="torch", tile=64, **kw)(frames), whole)
     assert worst <= 1 and abs(mean) < 0.05
 
 
@@ -75,7 +74,7 @@ def test_default_cpu_backends_send_large_frames_to_torch_tiles():
     graph_saw = []
     whole_graph = backend.inner.submit
     backend.inner.submit = lambda frames, *a: graph_saw.append(frames.shape) or whole_graph(frames, *a)
-    reference = TorchBackend("denoise", device="cpu", weights=weights, tile=0)
+    reference = create_backend("denoise", backend="torch", device="cpu", weights=weights, tile=0)
     assert compare(backend(small), reference(small))[0] <= 1
     worst, mean = compare(backend(large), reference(large))
     assert worst <= 1 and abs(mean) < 0.05
@@ -86,7 +85,7 @@ def test_default_cpu_backends_send_large_frames_to_torch_tiles():
 def test_restorer_tiles_large_frames_too():
     r = Restorer("denoise", device="cpu", backend="torch", weights=str(shipped_weights("denoise")))
     frame = photo(120, 130)[0]
-    whole = TorchBackend("denoise", device="cpu", weights=str(shipped_weights("denoise")), tile=0)(frame[None])[0]
+    whole = create_backend("denoise", backend="torch", device="cpu", weights=str(shipped_weights("denoise")), tile=0)(frame[None])[0]
     assert compare(r(frame), whole)[0] <= 1
 
 

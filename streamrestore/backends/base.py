@@ -10,9 +10,14 @@ Any H and W are accepted (the backend pads to its multiple and crops back). Afte
 """
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from streamrestore.errors import UserError
 
 
 class Backend(Protocol):
@@ -32,6 +37,68 @@ class Backend(Protocol):
 
     # Temporal models (`temporal = True`) also take `previous`, each frame's previous restored frame
     # (N, H, W, 3) uint8, the stream state of streamrestore.temporal: backend(frames, previous).
+
+
+class BackendUnavailable(UserError):
+    """The runtime a backend needs is not installed or has no such device: the message says what to install."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """What a backend runs, loaded once by the registry (streamrestore.backends.registry) for every
+    backend it tries: the checkpoint, the noise policy (given, or the model card's) and the step count."""
+
+    task: str
+    path: Path
+    model: object  # the ConsistencyModel, float32 on the CPU; a backend copies it where it runs
+    steps: int
+    noise: str  # fixed | fresh | zero (streamrestore.sampler.NoisePolicy)
+    card: dict
+    seed: int = 0
+
+    @property
+    def temporal(self) -> bool:
+        return self.model.is_temporal
+
+    @property
+    def multiple(self) -> int:
+        return self.model.network.pad_multiple
+
+    @property
+    def description(self) -> str:
+        """What runs, as the run summary and the report say it."""
+        size = self.card.get("architecture", {}).get("size", "?")
+        return f"{self.task} {size} {self.card.get('kind', 'ir-cm')} {self.steps}-step, {self.noise} noise ({self.path.name})"
+
+
+class BackendBase:
+    """What the model backends share: `submit` runs a batch with `run` and times the whole call as
+    "restore" (a backend with real overlap, the torch one on CUDA, overrides it); calling the backend is
+    submit(...).result() with the call's timings kept in `last_timings`."""
+
+    asynchronous = False
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+        self.model, self.temporal = loaded.description, loaded.temporal
+        self.last_timings = {"upload": 0.0, "restore": 0.0, "download": 0.0}
+
+    def run(self, frames: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def submit(self, frames: np.ndarray, previous: np.ndarray | None = None) -> "Done":
+        """Run one batch (N, H, W, 3) uint8 RGB (a temporal model also takes each frame's previous restored
+        frame, same shape; the frames themselves when None)."""
+        frames = check_batch(frames, previous)
+        start = time.perf_counter()
+        out = self.run(frames, previous)
+        return Done(out, {"upload": 0.0, "restore": (time.perf_counter() - start) * 1e3, "download": 0.0})
+
+    def __call__(self, frames: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+        pending = self.submit(frames, previous)
+        out = pending.result()
+        self.last_timings = dict(pending.timings)
+        return out
 
 
 def check_batch(frames: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +17,10 @@ import onnx
 import torch
 
 from streamrestore import engine_cache
-from streamrestore.backends.base import Done, check_batch
-from streamrestore.backends.registry import BackendUnavailable
-from streamrestore.checkpoint import load_model, read_card, recommended_noise
+from streamrestore.backends.base import BackendBase, BackendUnavailable, LoadedModel
 from streamrestore.errors import UserError
 from streamrestore.export import OPSET, OUTPUT, code_version, export_onnx, noise_shape
 from streamrestore.sampler import NoisePolicy
-from streamrestore.tasks import default_weights
 
 log = logging.getLogger("streamrestore")
 GPU_INSTALL = "pip uninstall -y onnxruntime && pip install onnxruntime-gpu"
@@ -76,14 +72,14 @@ def cached_onnx(model, weights: Path, steps: int, fp16: bool) -> Path:
     return path
 
 
-def graph_for(model, weights: Path, steps: int, task: str, precision: str, calibration: str | None) -> Path:
+def graph_for(loaded: LoadedModel, precision: str, calibration: str | None) -> Path:
     """The cached ONNX graph a runtime runs at `precision`: the int8 QDQ graph (streamrestore.quantize),
     else the float graph, with an FP16 body for fp16 (bf16 runtimes take the FP32 graph and a hint)."""
     if precision == "int8":
         from streamrestore.quantize import cached_int8_onnx
 
-        return cached_int8_onnx(model, weights, steps, task, calibration)
-    return cached_onnx(model, weights, steps, precision == "fp16")
+        return cached_int8_onnx(loaded.model, loaded.path, loaded.steps, loaded.task, calibration)
+    return cached_onnx(loaded.model, loaded.path, loaded.steps, precision == "fp16")
 
 
 class NoiseFeed:
@@ -105,21 +101,15 @@ class NoiseFeed:
         return noise
 
 
-def describe(task: str, path: Path, steps: int, noise: str) -> str:
-    card = read_card(path)
-    size = card.get("architecture", {}).get("size", "?")
-    return f"{task} {size} {card.get('kind', 'ir-cm')} {steps}-step, {noise} noise ({Path(path).name})"
-
-
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(BackendBase):
     name = "onnxruntime"
 
-    def __init__(self, task: str, device: str = "auto", steps: int = 1, noise: str | None = None,
-                 weights: str | None = None, precision: str | None = None, seed: int = 0, temporal: bool = False,
+    def __init__(self, loaded: LoadedModel, device: str = "auto", precision: str | None = None,
                  threads: int | None = None, calibration: str | None = None):
         """precision: fp32, fp16 (default on CUDA) or int8 (the QDQ graph of streamrestore.quantize, CPU);
         threads: intra-op threads (default: os.cpu_count()); given, a thread plan is in effect
         (streamrestore.threads) and the workers do not spin-wait between operators."""
+        super().__init__(loaded)
         ort = _import_ort()
         self.device = resolve_device(device)
         self.precision = precision or ("fp16" if self.device == "cuda" else "fp32")
@@ -127,11 +117,7 @@ class OnnxRuntimeBackend:
             raise BackendUnavailable(f"--precision {self.precision}: --backend onnxruntime runs fp32, fp16 or int8")
         if self.precision == "int8" and self.device != "cpu":
             raise BackendUnavailable("--precision int8: onnxruntime runs the int8 graph on the CPU; use --device cpu")
-        path = Path(weights or default_weights(task, self.device, temporal))
-        model = load_model(path, "cpu")
-        noise = noise or recommended_noise(path)
-        self.model = describe(task, path, steps, noise)
-        self.graph = graph_for(model, path, steps, task, self.precision, calibration)
+        self.graph = graph_for(loaded, self.precision, calibration)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or os.cpu_count() or 1
@@ -146,16 +132,11 @@ class OnnxRuntimeBackend:
             # a GPU provider that fails to load (CUDA/cuDNN libraries) leaves the session on the CPU silently
             raise BackendUnavailable(f"--backend onnxruntime --device cuda: the CUDA provider did not load "
                                      f"(running {', '.join(running)}); check the CUDA and cuDNN libraries")
-        self.noise = NoiseFeed(NoisePolicy(noise, seed), steps, model.network.pad_multiple)
-        self.temporal = model.is_temporal
+        self.noise = NoiseFeed(NoisePolicy(loaded.noise, loaded.seed), loaded.steps, loaded.multiple)
         self._binding, self._ort, self._bound_noise = self.session.io_binding(), ort, None
-        self.last_timings = {"upload": 0.0, "restore": 0.0, "download": 0.0}
 
-    def submit(self, frames: np.ndarray, previous: np.ndarray | None = None) -> Done:
-        """Run one batch (N, H, W, 3) uint8 RGB (a temporal model also takes each frame's previous
-        restored frame, same shape; the frames themselves when None); the whole call is timed as `restore`."""
-        frames = check_batch(frames, previous)
-        start = time.perf_counter()
+    def run(self, frames: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
+        """A temporal model's `previous` is the frames themselves when None."""
         noise = self.noise(frames.shape)
         if noise is not self._bound_noise:  # upload once per frame size for the fixed and zero policies
             self._binding.bind_ortvalue_input("noise", self._ort.OrtValue.ortvalue_from_numpy(noise, self.device, 0))
@@ -165,10 +146,4 @@ class OnnxRuntimeBackend:
             self._binding.bind_cpu_input("previous", np.ascontiguousarray(frames if previous is None else previous))
         self._binding.bind_output(OUTPUT, "cpu")
         self.session.run_with_iobinding(self._binding)
-        out = self._binding.copy_outputs_to_cpu()[0]
-        return Done(out, {"upload": 0.0, "restore": (time.perf_counter() - start) * 1e3, "download": 0.0})
-
-    def __call__(self, frames: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
-        done = self.submit(frames, previous)
-        self.last_timings = dict(done.timings)
-        return done.result()
+        return self._binding.copy_outputs_to_cpu()[0]

@@ -12,18 +12,13 @@ for the dynamic graph). Precisions:
 from __future__ import annotations
 
 import logging
-import time
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 
-from streamrestore.backends.base import Done, check_batch
-from streamrestore.backends.onnxruntime_backend import NoiseFeed, describe, graph_for
-from streamrestore.backends.registry import BackendUnavailable
-from streamrestore.checkpoint import load_model, recommended_noise
+from streamrestore.backends.base import BackendBase, BackendUnavailable, LoadedModel
+from streamrestore.backends.onnxruntime_backend import NoiseFeed, graph_for
 from streamrestore.sampler import NoisePolicy
-from streamrestore.tasks import default_weights
 
 log = logging.getLogger("streamrestore")
 INSTALL = "pip install openvino (or pip install -e '.[cpu]')"
@@ -47,13 +42,12 @@ def cpu_supports(core, precision: str) -> bool:
     return {"bf16": "BF16", "int8": "INT8"}[precision] in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-class OpenVinoBackend:
+class OpenVinoBackend(BackendBase):
     name = "openvino"
-    asynchronous = False
 
-    def __init__(self, task: str, device: str = "auto", steps: int = 1, noise: str | None = None,
-                 weights: str | None = None, precision: str | None = None, seed: int = 0, temporal: bool = False,
+    def __init__(self, loaded: LoadedModel, device: str = "auto", precision: str | None = None,
                  threads: int | None = None, calibration: str | None = None):
+        super().__init__(loaded)
         ov = import_openvino()
         if device not in ("auto", "cpu"):
             raise BackendUnavailable(f"--backend openvino --device {device}: openvino runs on the CPU here; "
@@ -65,19 +59,13 @@ class OpenVinoBackend:
         if not cpu_supports(self.core, self.precision):
             raise BackendUnavailable(f"--precision {self.precision}: this CPU has no {self.precision} support in "
                                      "OpenVINO (needs AVX-512 BF16 or AMX for bf16, VNNI or AVX2 for int8); use fp32")
-        path = Path(weights or default_weights(task, "cpu", temporal))
-        model = load_model(path, "cpu")
-        noise = noise or recommended_noise(path)
-        self.model = describe(task, path, steps, noise)
-        self.graph = graph_for(model, path, steps, task, self.precision, calibration)
+        self.graph = graph_for(loaded, self.precision, calibration)
         self.network = self.core.read_model(str(self.graph))
         self.config = {"INFERENCE_PRECISION_HINT": HINTS[self.precision], "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
-        self.noise = NoiseFeed(NoisePolicy(noise, seed), steps, model.network.pad_multiple)
-        self.temporal = model.is_temporal
+        self.noise = NoiseFeed(NoisePolicy(loaded.noise, loaded.seed), loaded.steps, loaded.multiple)
         self._requests: OrderedDict[tuple, object] = OrderedDict()
-        self.last_timings = {"upload": 0.0, "restore": 0.0, "download": 0.0}
 
     def _request(self, inputs: dict[str, np.ndarray]):
         """An infer request of the model compiled for these input shapes (compiled on first use)."""
@@ -92,20 +80,11 @@ class OpenVinoBackend:
         self._requests[shapes] = request  # most recently used last
         return request
 
-    def submit(self, frames: np.ndarray, previous: np.ndarray | None = None) -> Done:
-        """Run one batch (N, H, W, 3) uint8 RGB (a temporal model also takes each frame's previous
-        restored frame, same shape; the frames themselves when None); the whole call is timed as `restore`."""
-        frames = check_batch(frames, previous)
-        start = time.perf_counter()
+    def run(self, frames: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
+        """A temporal model's `previous` is the frames themselves when None."""
         inputs = {"frames": np.ascontiguousarray(frames), "noise": self.noise(frames.shape)}
         if self.temporal:
             inputs["previous"] = np.ascontiguousarray(frames if previous is None else previous)
         request = self._request(inputs)
         request.infer(inputs)
-        out = request.get_output_tensor(0).data.copy()
-        return Done(out, {"upload": 0.0, "restore": (time.perf_counter() - start) * 1e3, "download": 0.0})
-
-    def __call__(self, frames: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
-        done = self.submit(frames, previous)
-        self.last_timings = dict(done.timings)
-        return done.result()
+        return request.get_output_tensor(0).data.copy()

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+from pathlib import Path
 
-from streamrestore.backends.base import Backend, PassthroughBackend
+from streamrestore.backends.base import Backend, BackendUnavailable, LoadedModel, PassthroughBackend
 from streamrestore.errors import UserError
 
 log = logging.getLogger("streamrestore")
@@ -39,9 +40,7 @@ PRECISIONS = {"torch": ("fp32", "fp16"), "onnxruntime": ("fp32", "fp16", "int8")
               "openvino": ("fp32", "bf16", "int8")}
 TAKES_PRECISION = ("onnxruntime", "openvino")  # the others take fp16=True/False (torch, tensorrt)
 
-
-class BackendUnavailable(UserError):
-    """The runtime a backend needs is not installed or has no such device: the message says what to install."""
+__all__ = ["BACKEND_NAMES", "PRECISION_NAMES", "BackendUnavailable", "check_precision", "create_backend"]
 
 
 def create_backend(task: str, *, backend: str = "auto", device: str = "auto", steps: int = 1,
@@ -59,7 +58,8 @@ def create_backend(task: str, *, backend: str = "auto", device: str = "auto", st
     tile: frames above streamrestore.tiles.TILE_ABOVE pixels restore in tiles of this side (default
     tiles.TILE) on the torch backend, whichever backend runs the others (backends.large_frames), so
     memory stays bounded whatever the size; 0: never.
-    Task and step count are checked here, once, for every backend."""
+    Task and step count are checked here, once, for every backend; the weights, their noise policy and
+    description are loaded here, once (LoadedModel), and handed to each backend tried."""
     from streamrestore.tasks import check_task
 
     if check_task(task) == "passthrough":
@@ -71,8 +71,8 @@ def create_backend(task: str, *, backend: str = "auto", device: str = "auto", st
     check_precision(backend, precision, compile)
     from streamrestore.tiles import check_tile
 
-    kwargs = dict(task=task, steps=steps, noise=noise, weights=weights, fp16=fp16, temporal=temporal,
-                  precision=precision, threads=threads, calibration=calibration, tile=check_tile(tile))
+    kwargs = dict(loaded=_Loader(task, weights, steps, noise, temporal), fp16=fp16, precision=precision,
+                  threads=threads, calibration=calibration, tile=check_tile(tile))
     if compile:
         if backend not in ("auto", "torch"):
             raise UserError(f"--compile runs the torch backend; drop --backend {backend} or --compile")
@@ -98,6 +98,36 @@ def _large_frames_on_torch(built: Backend, kwargs: dict) -> Backend:
     options = {k: v for k, v in kwargs.items() if k not in ("precision", "threads", "calibration", "fp16")}
     return LargeFrames(built, kwargs["tile"], lambda: build(
         "torch", device=device, fp16=device == "cuda" and built.precision == "fp16", **options))
+
+
+class _Loader:
+    """The LoadedModel for a device, loaded on first use and kept: without --weights the shipped weights
+    follow where the backend runs (streamrestore.tasks.default_weights: `base` on CUDA where shipped)."""
+
+    def __init__(self, task: str, weights: str | None, steps: int, noise: str | None, temporal: bool):
+        self.task, self.weights, self.steps, self.noise, self.temporal = task, weights, steps, noise, temporal
+        self._loaded: dict[Path, LoadedModel] = {}
+
+    def __call__(self, device: str) -> LoadedModel:
+        from streamrestore.checkpoint import load_model, read_card, recommended_noise
+        from streamrestore.tasks import default_weights
+
+        path = Path(self.weights) if self.weights else default_weights(self.task, device, self.temporal)
+        if path not in self._loaded:
+            self._loaded[path] = LoadedModel(self.task, path, load_model(path, "cpu"), self.steps,
+                                             self.noise or recommended_noise(path), read_card(path))
+        return self._loaded[path]
+
+
+def weights_device(name: str, device: str) -> str:
+    """Where backend `name` asked for `device` runs, as far as picking shipped weights goes."""
+    if name == "tensorrt":
+        return "cuda"
+    if name == "openvino" or device == "cpu":
+        return "cpu"
+    import torch
+
+    return "cuda" if device == "cuda" or torch.cuda.is_available() else "cpu"
 
 
 def check_precision(backend: str, precision: str | None, compile: bool = False) -> None:
@@ -158,6 +188,7 @@ def build(name: str, precision: str | None = None, threads: int | None = None, c
     others get fp16 from precision."""
     module, cls = BACKENDS[name]
     tile = kwargs.pop("tile", None)
+    kwargs["loaded"] = kwargs["loaded"](weights_device(name, kwargs.get("device", "auto")))
     if name == "torch":
         kwargs["tile"] = tile
     if name in TAKES_PRECISION:

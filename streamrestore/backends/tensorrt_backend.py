@@ -10,20 +10,16 @@ engines. Buffers are torch CUDA tensors; the fixed noise is uploaded once per sh
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from streamrestore import engine_cache
-from streamrestore.backends.base import Done, check_batch
-from streamrestore.backends.onnxruntime_backend import NoiseFeed, cached_onnx, describe
-from streamrestore.backends.registry import BackendUnavailable
-from streamrestore.checkpoint import load_model, recommended_noise
+from streamrestore.backends.base import BackendBase, BackendUnavailable, LoadedModel
+from streamrestore.backends.onnxruntime_backend import NoiseFeed, cached_onnx
 from streamrestore.export import OUTPUT, noise_shape
 from streamrestore.sampler import NoisePolicy
-from streamrestore.tasks import default_weights
 
 log = logging.getLogger("streamrestore")
 INSTALL = "pip install 'streamrestore[gpu]' (tensorrt>=10 on a machine with an NVIDIA GPU)"
@@ -85,28 +81,23 @@ def shape_profile(steps: int, frames: tuple, multiple: int, low: tuple | None = 
     return profile
 
 
-class TensorRTBackend:
+class TensorRTBackend(BackendBase):
     name = "tensorrt"
     device = "cuda"
 
-    def __init__(self, task: str, device: str = "auto", steps: int = 1, noise: str | None = None,
-                 weights: str | None = None, fp16: bool | None = None, seed: int = 0, temporal: bool = False):
+    def __init__(self, loaded: LoadedModel, device: str = "auto", fp16: bool | None = None):
+        super().__init__(loaded)
         if device == "cpu":
             raise BackendUnavailable("--backend tensorrt needs --device cuda (or auto) and an NVIDIA GPU")
         self.trt = import_tensorrt()
         self.precision = "fp32" if fp16 is False else "fp16"
-        path = Path(weights or default_weights(task, "cuda", temporal))
-        model = load_model(path, "cpu")
-        noise = noise or recommended_noise(path)
-        self.model, self.steps, self.multiple = describe(task, path, steps, noise), steps, model.network.pad_multiple
-        self.graph = cached_onnx(model, path, steps, self.precision == "fp16")
-        self.noise = NoiseFeed(NoisePolicy(noise, seed), steps, self.multiple)
-        self.temporal = model.is_temporal
+        self.steps, self.multiple = loaded.steps, loaded.multiple
+        self.graph = cached_onnx(loaded.model, loaded.path, loaded.steps, self.precision == "fp16")
+        self.noise = NoiseFeed(NoisePolicy(loaded.noise, loaded.seed), loaded.steps, self.multiple)
         self.runtime = self.trt.Runtime(self.trt.Logger(self.trt.Logger.WARNING))
         self._contexts: dict[tuple, object] = {}
         self._device_noise: tuple[np.ndarray | None, torch.Tensor | None] = (None, None)
         self.stream = torch.cuda.Stream()
-        self.last_timings = {"upload": 0.0, "restore": 0.0, "download": 0.0}
 
     def _context(self, frames_shape: tuple):
         """The execution context of the engine for this (N, H, W), from the cache or built now."""
@@ -137,11 +128,8 @@ class TensorRTBackend:
         return self._device_noise[1]
 
     @torch.inference_mode()
-    def submit(self, frames: np.ndarray, previous: np.ndarray | None = None) -> Done:
-        """Run one batch (N, H, W, 3) uint8 RGB on the engine for its shape (a temporal model also takes
-        each frame's previous restored frame, same shape; the frames themselves when None)."""
-        frames = check_batch(frames, previous)
-        start = time.perf_counter()
+    def run(self, frames: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
+        """The batch on the engine for its shape (a temporal model's `previous` is the frames when None)."""
         context = self._context(tuple(frames.shape[:3]))
         with torch.cuda.stream(self.stream):
             inputs = {"frames": torch.from_numpy(np.ascontiguousarray(frames)).cuda(non_blocking=True),
@@ -156,10 +144,4 @@ class TensorRTBackend:
             context.set_tensor_address(OUTPUT, out.data_ptr())
             if not context.execute_async_v3(self.stream.cuda_stream):
                 raise RuntimeError("TensorRT execution failed")
-            result = out.cpu()
-        return Done(result.numpy(), {"upload": 0.0, "restore": (time.perf_counter() - start) * 1e3, "download": 0.0})
-
-    def __call__(self, frames: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
-        done = self.submit(frames, previous)
-        self.last_timings = dict(done.timings)
-        return done.result()
+            return out.cpu().numpy()

@@ -7,18 +7,16 @@ stage times from CUDA events.
 """
 from __future__ import annotations
 
+import copy
 import logging
-import time
 
 import numpy as np
 import torch
 
-from streamrestore.backends.base import Done, check_batch
-from streamrestore.checkpoint import load_model, read_card, recommended_noise
+from streamrestore.backends.base import BackendBase, LoadedModel, check_batch
 from streamrestore.errors import UserError
 from streamrestore.frames import RestoreFrames, noise_shape
 from streamrestore.sampler import NoisePolicy
-from streamrestore.tasks import default_weights
 from streamrestore.tiles import check_tile, restore_tiled, tiled
 
 log = logging.getLogger("streamrestore")
@@ -109,32 +107,26 @@ class FrameRestorer(torch.nn.Module):
                                 None if previous is None else previous[:n])
 
 
-class TorchBackend:
+class TorchBackend(BackendBase):
     name = "torch"
 
-    def __init__(self, task: str, device: str = "auto", steps: int = 1, noise: str | None = None,
-                 weights: str | None = None, fp16: bool | None = None, seed: int = 0, temporal: bool = False,
-                 compile: bool = False, tile: int | None = None):
+    def __init__(self, loaded: LoadedModel, device: str = "auto", fp16: bool | None = None, compile: bool = False,
+                 tile: int | None = None):
         """tile: frames above streamrestore.tiles.TILE_ABOVE pixels restore in tiles of this side
         (default tiles.TILE; 0: never), in bounded memory and with the whole-frame result."""
+        super().__init__(loaded)
         self.device = resolve_device(device)
         if fp16 and self.device == "cpu":
             raise UserError("--fp16 needs --device cuda; on the CPU the torch backend runs FP32")
-        path = weights or default_weights(task, self.device, temporal)
-        model = load_model(path, self.device)
-        self.noise = noise or recommended_noise(path)
+        model = copy.deepcopy(loaded.model).to(self.device)
         self.fp16 = self.device == "cuda" if fp16 is None else fp16
         if self.fp16:
             model.network.half()  # the consistency-function arithmetic stays float32 (ConsistencyModel)
         self.precision = "fp16" if self.fp16 else "fp32"
-        card = read_card(path)
-        size = card.get("architecture", {}).get("size", "?")
-        self.model = f"{task} {size} {card.get('kind', 'ir-cm')} {steps}-step, {self.noise} noise ({path.name if hasattr(path, 'name') else path})"
-        self.temporal = model.is_temporal
-        self.restorer = FrameRestorer(model, steps, NoisePolicy(self.noise, seed), compile=compile, tile=tile).eval()
+        self.restorer = FrameRestorer(model, loaded.steps, NoisePolicy(loaded.noise, loaded.seed), compile=compile,
+                                      tile=tile).eval()
         if compile:
             self.model += ", torch.compile"
-        self.last_timings = {"upload": 0.0, "restore": 0.0, "download": 0.0}
         self._cuda = _CudaDoubleBuffer(self.restorer) if self.device == "cuda" else None
         self.asynchronous = self._cuda is not None  # submit() returns before the GPU has finished
 
@@ -142,19 +134,14 @@ class TorchBackend:
     def submit(self, frames: np.ndarray, previous: np.ndarray | None = None):
         """Queue a batch (N, H, W, 3) uint8 (and, for a temporal model, each frame's previous restored
         frame, same shape); returns a Pending whose result() is the restored batch."""
-        frames = check_batch(frames, previous)
-        if self._cuda is not None and not tiled(frames.shape, self.restorer.tile):
-            return self._cuda.submit(frames, previous)
-        start = time.perf_counter()  # a large frame on CUDA: tiled, here, uploaded and downloaded whole
-        history = None if previous is None else torch.from_numpy(np.ascontiguousarray(previous)).to(self.device)
-        out = self.restorer(torch.from_numpy(np.ascontiguousarray(frames)).to(self.device), history).cpu().numpy()
-        return Done(out, {"upload": 0.0, "restore": (time.perf_counter() - start) * 1e3, "download": 0.0})
+        if self._cuda is not None and not tiled(np.shape(frames), self.restorer.tile):
+            return self._cuda.submit(check_batch(frames, previous), previous)
+        return super().submit(frames, previous)  # a large frame on CUDA: tiled, uploaded and downloaded whole
 
-    def __call__(self, frames: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
-        pending = self.submit(frames, previous)
-        out = pending.result()
-        self.last_timings = dict(pending.timings)
-        return out
+    @torch.inference_mode()
+    def run(self, frames: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
+        history = None if previous is None else torch.from_numpy(np.ascontiguousarray(previous)).to(self.device)
+        return self.restorer(torch.from_numpy(np.ascontiguousarray(frames)).to(self.device), history).cpu().numpy()
 
 
 class _Slot:
