@@ -65,14 +65,14 @@ def choose_policy(rows: dict, tolerance_db: float = 0.1) -> str:
 
 def write_recommendation(task: str, per_steps: dict, clip: str) -> None:
     """Record the measured figures and the chosen default policy (1-step) in the shipped model card."""
-    from streamrestore.checkpoint import atomic_write_bytes, card_path
+    from streamrestore.checkpoint import read_card, write_card
     from streamrestore.tasks import shipped_weights
 
-    path = card_path(shipped_weights(task))
-    card = json.loads(path.read_text())
+    weights = shipped_weights(task)
+    card = read_card(weights)
     card["noise_policy"] = {"default": choose_policy(per_steps["1"]), "rule": "least flicker within 0.1 dB of the best "
                             "Y-PSNR, 1-step", "measured_on": clip, "figures": per_steps}
-    atomic_write_bytes(path, (json.dumps(card, indent=2) + "\n").encode())  # a crash never leaves half a card
+    write_card(weights, card)  # atomic: a crash never leaves half a card
 
 
 def main(argv=None) -> int:

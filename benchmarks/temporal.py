@@ -498,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_cards(data: dict) -> None:
     """The mean rows of each task (and the command) into the card of the temporal weights measured."""
-    from streamrestore.checkpoint import atomic_write_bytes, card_path, read_card
+    from streamrestore.checkpoint import read_card, write_card
 
     keep = ("degraded input", "one-frame model", "temporal model", "one-frame + fusion", "temporal + fusion")
     for task, info in data["weights"].items():
@@ -514,7 +514,7 @@ def write_cards(data: dict) -> None:
             "clean_flicker": data["means"][task]["clean clip"]["flicker"],
             "rows": {row: [figures.get(k) for k in ("psnr_y", "psnr_moving", "flicker")]
                      for row, figures in data["means"][task].items() if row in keep}}
-        atomic_write_bytes(card_path(path), (json.dumps(card, indent=2) + "\n").encode())
+        write_card(path, card)
 
 
 # ---- outputs ----------------------------------------------------------------------------------

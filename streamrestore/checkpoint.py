@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -10,6 +9,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
+from streamrestore.atomic import atomic_path, atomic_write
 from streamrestore.consistency import ConsistencyModel
 from streamrestore.errors import UserError
 from streamrestore.network import ConditionalNAFUNet, NetworkConfig
@@ -20,10 +20,9 @@ def card_path(weights: str | Path) -> Path:
     return Path(weights).with_suffix(".json")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def write_card(weights: str | Path, card: dict) -> None:
+    """The model card beside `weights`, written atomically."""
+    atomic_write(card_path(weights), json.dumps(card, indent=2) + "\n")
 
 
 def save_model(path: str | Path, model: ConsistencyModel, card: dict | None = None, half: bool = False) -> None:
@@ -35,11 +34,10 @@ def save_model(path: str | Path, model: ConsistencyModel, card: dict | None = No
     s = model.schedule
     meta = {"network": json.dumps(model.network.config.to_dict()), "parametrisation": model.parametrisation,
             "schedule": json.dumps({"T": s.T, "lam": s.lam, "eps": float(torch.exp(-s.thetabar[-1]))})}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(state, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
     if card is not None:
-        atomic_write_bytes(card_path(path), (json.dumps(card, indent=2) + "\n").encode())
+        write_card(path, card)
 
 
 def load_model(path: str | Path, device: str = "cpu") -> ConsistencyModel:

@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from streamrestore.atomic import atomic_path, atomic_write
+
 log = logging.getLogger("streamrestore")
 Loaded = TypeVar("Loaded")
 
@@ -39,15 +41,6 @@ def cache_key(facts: dict) -> str:
 
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _check_entry(path: Path, key: str) -> None:
@@ -76,13 +69,9 @@ def cached_artifact(kind: str, ext: str, facts: dict, build: Callable[[Path], No
         except Exception as exc:  # any failure to read the entry means: do not trust it
             log.warning("streamrestore: cached %s %s is stale or corrupt (%s); rebuilding it", kind, path, exc)
             path.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.build{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         build(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     loaded = load(path)
     record = {"key": key, "sha256": file_sha256(path), "facts": facts}
-    atomic_write(_sidecar(path), (json.dumps(record, indent=2) + "\n").encode())
+    atomic_write(_sidecar(path), json.dumps(record, indent=2) + "\n")
     return path, loaded, True

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import io
-import os
 import warnings
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import onnx
 import onnx.numpy_helper
 import torch
 
+from streamrestore.atomic import atomic_path
 from streamrestore.consistency import ConsistencyModel
 from streamrestore.frames import RestoreFrames, noise_shape, padded
 
@@ -78,12 +78,8 @@ def export_onnx(model: ConsistencyModel, path: str | Path, steps: int = 1, fp16:
     onnx.checker.check_model(proto, full_check=True)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streamrestore.atomic import atomic_path
+
 STAGES = ("decode", "upload", "restore", "download", "fusion", "encode", "end_to_end")
 FIELDS = ("index", "pts", "time", "batch") + STAGES
 LIVE_RECORDS = 3000  # per-frame records a live feed's report keeps (the latest; ~2 MB, minutes of video)
@@ -131,11 +133,11 @@ class LatencyReport:
         return "\n".join(lines)
 
     def write_json(self, path: str) -> None:
-        with open(path, "w", encoding="utf-8") as f:
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
             json.dump({"summary": self.summary(), "frames": self.records}, f, indent=1)
 
     def write_csv(self, path: str) -> None:
-        with open(path, "w", newline="", encoding="utf-8") as f:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=FIELDS)
             writer.writeheader()
             writer.writerows(self.records)

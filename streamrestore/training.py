@@ -6,7 +6,6 @@ sde.py / consistency.py / losses.py.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from streamrestore.atomic import atomic_path
 from streamrestore.checkpoint import load_model, read_card, save_model
 from streamrestore.consistency import ConsistencyModel
 from streamrestore.losses import VGG16Perceptual, fft_amplitude_l1, irc_m_loss, two_step_loss
@@ -227,9 +227,8 @@ def model_facts(model: ConsistencyModel, config: TrainConfig) -> dict:
 def save_training_state(out: Path, model, optimiser, log: dict, card: dict, config: TrainConfig) -> None:
     """Resumable state (weights_only-loadable) plus the current weights and card, each written atomically."""
     model.to("cpu")
-    tmp = state_path(out).with_suffix(".tmp")
-    torch.save({"network": model.network.state_dict(), "optimiser": optimiser.state_dict(), "log": log}, tmp)
-    os.replace(tmp, state_path(out))
+    with atomic_path(state_path(out)) as tmp:
+        torch.save({"network": model.network.state_dict(), "optimiser": optimiser.state_dict(), "log": log}, tmp)
     card["training"]["completed"] = {"stage_index": log["stage_index"], "iteration": log["iteration"],
                                      "seconds": round(log["seconds"], 1)}
     card["training"]["loss_curve"] = log["curve"]

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from streamrestore import engine_cache
+from streamrestore.atomic import atomic_write
 
 log = logging.getLogger("streamrestore")
 CONTENDERS = ("openvino", "onnxruntime")
@@ -79,6 +80,6 @@ def ranked(build, precision: str | None, threads: int | None) -> tuple[list[str]
         times = {name: round(measure(backend), 1) for name, backend in built.items()}
         record = {"facts": facts, "ms": times, "order": sorted(times, key=times.get), "measured": time.time()}
         path.parent.mkdir(parents=True, exist_ok=True)
-        engine_cache.atomic_write(path, (json.dumps(record, indent=2) + "\n").encode())
+        atomic_write(path, json.dumps(record, indent=2) + "\n")
         log.info("streamrestore: auto on the CPU measured %s (ms per 480p frame); cached in %s", times, path)
     return list(record["order"]), record

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from streamrestore import engine_cache
+from streamrestore.atomic import atomic_write
 from streamrestore.backends.base import BackendBase, BackendUnavailable, LoadedModel
 from streamrestore.backends.onnxruntime_backend import NoiseFeed, cached_onnx
 from streamrestore.export import OUTPUT, noise_shape
@@ -64,7 +65,7 @@ def build_plan(trt, onnx_path: Path, plan_path: Path, profile: dict[str, tuple],
     if plan is None:
         raise RuntimeError(f"TensorRT could not build an engine from {onnx_path}")
     plan_path.write_bytes(bytes(plan))
-    engine_cache.atomic_write(timing, bytes(cache.serialize()))
+    atomic_write(timing, bytes(cache.serialize()))
 
 
 def shape_profile(steps: int, frames: tuple, multiple: int, low: tuple | None = None, high: tuple | None = None,

@@ -75,14 +75,14 @@ def _write_card(args, images: list[str], rows: dict) -> None:
     """Record the figures, the images and the command in the model card beside the IR-CM weights."""
     import sys
 
-    from streamrestore.checkpoint import atomic_write_bytes, card_path, read_card
+    from streamrestore.checkpoint import read_card, write_card
     from streamrestore.tasks import shipped_weights
 
     weights = Path(args.weights) if args.weights else shipped_weights(args.task)
     card = read_card(weights)
     card["eval"] = {"command": "streamrestore eval " + " ".join(sys.argv[2:]), "split": args.split,
                     "max_side": args.max_side, "images": images, "rows": rows}
-    atomic_write_bytes(card_path(weights), (json.dumps(card, indent=2) + "\n").encode())
+    write_card(weights, card)
 
 
 def main(args) -> int:

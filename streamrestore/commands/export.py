@@ -115,8 +115,9 @@ def main(args: argparse.Namespace) -> int:
 def _export_int8(model, output: Path, args: argparse.Namespace, size, noise) -> None:
     """The fp32 graph quantised (streamrestore.quantize); calibrated with the noise as an input, then
     sizes fixed and the noise baked in as asked, as for the fp32 export."""
-    import os
     import tempfile
+
+    from streamrestore.atomic import atomic_path
 
     import onnx
 
@@ -134,12 +135,8 @@ def _export_int8(model, output: Path, args: argparse.Namespace, size, noise) -> 
             fix_sizes(proto, size, model.network.pad_multiple, noise)
         onnx.checker.check_model(proto, full_check=True)
     output.parent.mkdir(parents=True, exist_ok=True)
-    written = output.with_name(f".{output.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(output) as written:  # never a half-written graph under the final name
         onnx.save(proto, str(written))
-        os.replace(written, output)  # atomic: never a half-written graph under the final name
-    finally:
-        written.unlink(missing_ok=True)
 
 
 def plan_path(output: Path) -> Path:

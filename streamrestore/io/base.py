@@ -6,10 +6,8 @@ frame's own pts and time base travel end to end (DESIGN.md section 7: never re-t
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from fractions import Fraction
-from pathlib import Path
 from typing import Iterator, Protocol
 
 import numpy as np
@@ -64,16 +62,3 @@ class FrameSink(Protocol):
     # interruption: what was written is finished as a valid file, copied audio cut at its end.
     def close(self, complete: bool = True) -> int: ...
     def abort(self) -> None: ...  # remove any partial output
-
-
-def temporary_path(dest: Path) -> Path:
-    """A hidden file beside `dest` to write first and rename, with the same suffix (FFmpeg and OpenCV pick the
-    format by it); the stem is cut so the name stays within the file system's limit when `dest`'s is near it."""
-    tail = f".partial-{os.getpid()}{dest.suffix}"
-    try:
-        limit = os.pathconf(dest.parent, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        limit = 255
-    room = max(1, limit - 1 - len(tail.encode()))
-    stem = dest.stem.encode()[:room].decode("utf-8", "ignore")
-    return dest.with_name(f".{stem}{tail}")

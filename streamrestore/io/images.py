@@ -6,7 +6,6 @@ name beside it and renamed when complete.
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Iterator
@@ -15,7 +14,8 @@ import cv2
 import numpy as np
 
 from streamrestore.errors import UserError
-from streamrestore.io.base import DecodedFrame, StreamInfo, temporary_path
+from streamrestore.atomic import atomic_path
+from streamrestore.io.base import DecodedFrame, StreamInfo
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -83,10 +83,9 @@ class ImageSink:
         else:
             stem = Path(frame.name).stem if frame.name else f"frame_{frame.index:06d}"
             target = self.dest / f"{stem}{self.suffix}"
-        tmp = temporary_path(target)
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-            raise UserError(f"{target}: cannot write this image format; use .png or .jpg")
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+                raise UserError(f"{target}: cannot write this image format; use .png or .jpg")
         self.written.append(target)
 
     def close(self, complete: bool = True) -> int:

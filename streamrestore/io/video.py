@@ -34,7 +34,8 @@ from av.video.reformatter import Interpolation
 
 from streamrestore.errors import UserError
 from streamrestore.io import ycbcr
-from streamrestore.io.base import DecodedFrame, StreamInfo, temporary_path
+from streamrestore.atomic import temporary_path
+from streamrestore.io.base import DecodedFrame, StreamInfo
 from streamrestore.io.encoding import speed_options
 
 # H.273 MatrixCoefficients -> swscale matrix name, for the formats ycbcr does not convert.
