@@ -243,7 +243,8 @@ def test_restorer_stream_keeps_state_and_resets(temporal_weights):
 
 
 def test_two_feeds_keep_their_own_state(tmp_path, temporal_weights):
-    from streamrestore.multistream import StreamSpec, run_streams
+    from streamrestore.multistream import StreamSpec
+    from streamrestore.pipeline import run_streams
 
     engine = create_backend("denoise", backend="torch", device="cpu", weights=str(temporal_weights), noise="zero")
     a = make_clip(tmp_path / "a.mp4", frames=6, audio=False, qp=0, pix_fmt="yuv444p")
