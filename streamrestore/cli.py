@@ -53,10 +53,25 @@ def _name_too_long(path: str) -> str:
             f"at most {limit}); choose a shorter name")
 
 
+def setup_logging(quiet: bool = False) -> None:
+    """The package's one log channel: the `streamrestore` logger (every module logs under it by __name__)
+    to stderr as `streamrestore: message` lines; INFO and up, WARNING and up with --quiet. Set once."""
+    import logging
+
+    logger = logging.getLogger("streamrestore")
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    if not any(getattr(h, "streamrestore_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("streamrestore: %(message)s"))
+        handler.streamrestore_cli = True
+        logger.addHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_opencv()
     parser = build_parser()
     args = parser.parse_args(argv)
+    setup_logging(getattr(args, "quiet", False))
     try:
         return int(args.handler(args) or 0)
     except UserError as exc:

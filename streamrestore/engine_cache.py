@@ -17,7 +17,7 @@ from typing import Callable, TypeVar
 
 from streamrestore.atomic import atomic_path, atomic_write
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger(__name__)
 Loaded = TypeVar("Loaded")
 
 
@@ -67,7 +67,7 @@ def cached_artifact(kind: str, ext: str, facts: dict, build: Callable[[Path], No
             _check_entry(path, key)
             return path, load(path), False
         except Exception as exc:  # any failure to read the entry means: do not trust it
-            log.warning("streamrestore: cached %s %s is stale or corrupt (%s); rebuilding it", kind, path, exc)
+            log.warning("cached %s %s is stale or corrupt (%s); rebuilding it", kind, path, exc)
             path.unlink(missing_ok=True)
     with atomic_path(path) as tmp:
         build(tmp)

@@ -28,7 +28,7 @@ import numpy as np
 from streamrestore import engine_cache
 from streamrestore.errors import UserError
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger(__name__)
 
 HOLDOUT_EVERY = 6  # the default of `train --holdout-every` and `eval --holdout-every`
 CALIBRATION_IMAGES = 32  # at most, from the training split
@@ -154,7 +154,7 @@ def cached_int8_onnx(model, weights: Path, steps: int, task: str, calibration: s
     path, _, built = engine_cache.cached_artifact("graph-int8", ".onnx", facts, build=build,
                                                   load=lambda p: onnx.checker.check_model(str(p)))
     if built:
-        log.info("streamrestore: quantised %s (int8, calibrated on %d training images)", path, len(files))
+        log.info("quantised %s (int8, calibrated on %d training images)", path, len(files))
     return path
 
 

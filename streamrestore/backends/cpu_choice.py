@@ -17,7 +17,7 @@ import numpy as np
 from streamrestore import engine_cache
 from streamrestore.atomic import atomic_write
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger(__name__)
 CONTENDERS = ("openvino", "onnxruntime")
 FRAME = (1, 480, 854, 3)
 MEASURED_CALLS = 3
@@ -81,5 +81,5 @@ def ranked(build, precision: str | None, threads: int | None) -> tuple[list[str]
         record = {"facts": facts, "ms": times, "order": sorted(times, key=times.get), "measured": time.time()}
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, json.dumps(record, indent=2) + "\n")
-        log.info("streamrestore: auto on the CPU measured %s (ms per 480p frame); cached in %s", times, path)
+        log.info("auto on the CPU measured %s (ms per 480p frame); cached in %s", times, path)
     return list(record["order"]), record

@@ -8,7 +8,7 @@ import numpy as np
 from streamrestore.backends.base import Done, check_batch
 from streamrestore.tiles import TILE_ABOVE, tiled
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger(__name__)
 
 
 class LargeFrames:
@@ -43,7 +43,7 @@ class LargeFrames:
         if not tiled(frames.shape, self.tile):
             return self.inner
         if self._torch is None:
-            log.info("streamrestore: frames above %.1f MP (%dx%d) restore in %d-pixel tiles on the torch backend",
+            log.info("frames above %.1f MP (%dx%d) restore in %d-pixel tiles on the torch backend",
                      TILE_ABOVE / 1e6, frames.shape[2], frames.shape[1], self.tile)
             self._torch = self._make_torch()
         return self._torch

@@ -22,7 +22,7 @@ from streamrestore.errors import UserError
 from streamrestore.export import OPSET, OUTPUT, code_version, export_onnx, noise_shape
 from streamrestore.sampler import NoisePolicy
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger(__name__)
 GPU_INSTALL = "pip uninstall -y onnxruntime && pip install onnxruntime-gpu"
 
 
@@ -68,7 +68,7 @@ def cached_onnx(model, weights: Path, steps: int, fp16: bool) -> Path:
         "graph", ".onnx", facts, build=lambda tmp: export_onnx(model, tmp, steps, fp16),
         load=lambda p: onnx.checker.check_model(str(p), full_check=True))
     if built:
-        log.info("streamrestore: exported %s", path)
+        log.info("exported %s", path)
     return path
 
 

@@ -20,7 +20,7 @@ from streamrestore.backends.base import BackendBase, BackendUnavailable, LoadedM
 from streamrestore.backends.onnxruntime_backend import NoiseFeed, graph_for
 from streamrestore.sampler import NoisePolicy
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger(__name__)
 INSTALL = "pip install openvino (or pip install -e '.[cpu]')"
 PRECISIONS = ("fp32", "bf16", "int8")
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 graphs: the non-quantised nodes stay f32

@@ -22,7 +22,7 @@ from pathlib import Path
 from streamrestore.backends.base import Backend, BackendUnavailable, LoadedModel, PassthroughBackend
 from streamrestore.errors import UserError
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger(__name__)
 
 BACKEND_NAMES = ("auto", "torch", "onnxruntime", "tensorrt", "openvino")
 BACKENDS = {
@@ -208,14 +208,14 @@ def _first_that_builds(candidates: list[tuple[str, str]], kwargs: dict, skip_una
         except BackendUnavailable:
             if not skip_unavailable and i == 0:
                 raise
-            log.info("streamrestore: %s backend is not available on %s here; trying the next", name, device)
+            log.info("%s backend is not available on %s here; trying the next", name, device)
         except UserError:
             raise  # bad input (task, weights, steps): the same for every backend
         except Exception as exc:  # a failed export or engine build: fall back, say so in one line
             if i + 1 == len(candidates):
                 raise
             reason = str(exc).splitlines()[0] if str(exc) else ""
-            log.warning("streamrestore: %s backend failed to build (%s: %s); falling back to %s on %s",
+            log.warning("%s backend failed to build (%s: %s); falling back to %s on %s",
                         name, type(exc).__name__, reason, *candidates[i + 1])
     names = ", ".join(f"{n} ({d})" for n, d in candidates)
     raise BackendUnavailable(f"no backend could run here ({names}); pip install onnxruntime, or torch with CUDA")

@@ -22,7 +22,7 @@ from streamrestore.backends.onnxruntime_backend import NoiseFeed, cached_onnx
 from streamrestore.export import OUTPUT, noise_shape
 from streamrestore.sampler import NoisePolicy
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger(__name__)
 INSTALL = "pip install 'streamrestore[gpu]' (tensorrt>=10 on a machine with an NVIDIA GPU)"
 
 
@@ -54,7 +54,7 @@ def build_plan(trt, onnx_path: Path, plan_path: Path, profile: dict[str, tuple],
     config = builder.create_builder_config()
     cache = config.create_timing_cache(timing.read_bytes() if timing.is_file() else b"")
     if not config.set_timing_cache(cache, ignore_mismatch=False):  # IBuilderConfig::setTimingCache -> bool
-        log.warning("streamrestore: the TensorRT timing cache %s is from another TensorRT or GPU; building without it", timing)
+        log.warning("the TensorRT timing cache %s is from another TensorRT or GPU; building without it", timing)
         cache = config.create_timing_cache(b"")
         config.set_timing_cache(cache, ignore_mismatch=False)
     shapes = builder.create_optimization_profile()

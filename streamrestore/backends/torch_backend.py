@@ -19,7 +19,7 @@ from streamrestore.frames import RestoreFrames, noise_shape
 from streamrestore.sampler import NoisePolicy
 from streamrestore.tiles import check_tile, restore_tiled, tiled
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger(__name__)
 
 
 def resolve_device(device: str) -> str:
@@ -100,7 +100,7 @@ class FrameRestorer(torch.nn.Module):
         except torch.cuda.OutOfMemoryError:
             raise
         except Exception as exc:  # a compiler failure: say so once and go on eagerly
-            log.warning("streamrestore: torch.compile failed (%s: %s); running the eager model",
+            log.warning("torch.compile failed (%s: %s); running the eager model",
                         type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
             self._compiled = None
             return self.restore(frames[:n], [z[:n] for z in noises],

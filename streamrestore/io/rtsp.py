@@ -33,7 +33,7 @@ from streamrestore.io.base import DecodedFrame, FrameSink, StreamInfo
 from streamrestore.io.encoding import speed_options
 from streamrestore.io.video import ColourConverter
 
-log = logging.getLogger("streamrestore.rtsp")
+log = logging.getLogger(__name__)
 
 TIME_BASE = Fraction(1, 90000)  # RTP video clock; every frame we emit uses it
 LIVE_POLICIES = ("latest", "all")
