@@ -28,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from streamrestore.choices import HOLDOUT_EVERY
 from streamrestore.classical import CLASSICAL
 from streamrestore.degradations import add_noise, eval_degrade_uint8
 from streamrestore.evaluation import fit_long_side
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-side", type=int, default=512)
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = p.parse_args(argv)
-    held = split_holdout(list_images(args.data), 6)[1]
+    held = split_holdout(list_images(args.data), HOLDOUT_EVERY)[1]
     clean = {f.name: fit_long_side(read_rgb8(f), args.max_side) for f in held}
     table = {}
     for task in args.tasks:

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from streamrestore import Restorer
+from streamrestore.choices import HOLDOUT_EVERY
 from streamrestore.degradations import TASKS, eval_degrade_uint8
 from streamrestore.imagefiles import list_images, read_rgb8, split_holdout
 
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--image", default="wall_OneStandsOut.jpg", help="held-out photograph to crop")
     args = p.parse_args(argv)
-    held = {f.name: f for f in split_holdout(list_images(args.data), 6)[1]}
+    held = {f.name: f for f in split_holdout(list_images(args.data), HOLDOUT_EVERY)[1]}
     clean = crop_of(held[args.image])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from flicker import mean_abs_step, read_clip
+from streamrestore.choices import HOLDOUT_EVERY
 from streamrestore.degradations import TASKS, eval_degrade_uint8
 from streamrestore.evaluation import score
 from streamrestore.metrics import psnr_y
@@ -39,7 +40,7 @@ def _config(text: str) -> tuple[str, str]:
 def heldout_pairs(task: str, data: str, max_side: int):
     from streamrestore.commands.evaluate import load_eval_pairs
 
-    args = argparse.Namespace(paired=None, data=[data], split="heldout", holdout_every=6, max_side=max_side,
+    args = argparse.Namespace(paired=None, data=[data], split="heldout", holdout_every=HOLDOUT_EVERY, max_side=max_side,
                               task=task, seed=0)
     return load_eval_pairs(args)
 

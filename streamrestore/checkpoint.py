@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
@@ -33,7 +32,7 @@ def save_model(path: str | Path, model: ConsistencyModel, card: dict | None = No
              for k, v in model.network.state_dict().items()}
     s = model.schedule
     meta = {"network": json.dumps(model.network.config.to_dict()), "parametrisation": model.parametrisation,
-            "schedule": json.dumps({"T": s.T, "lam": s.lam, "eps": float(torch.exp(-s.thetabar[-1]))})}
+            "schedule": json.dumps({"T": s.T, "lam": s.lam, "eps": s.eps})}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=meta)
     if card is not None:

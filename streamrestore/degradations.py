@@ -10,6 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from streamrestore.choices import TASKS
+
 
 def _line_kernel(length: int, angle_deg: float, width: int = 1) -> np.ndarray:
     """A normalised straight-line kernel of the given length, angle and width."""
@@ -309,7 +311,7 @@ TRAIN_SAMPLERS = {"derain": random_rain, "denoise": random_noise, "deblur": rand
 EVAL_SAMPLERS = {"derain": eval_rain, "denoise": eval_noise, "deblur": eval_blur, "lowlight": eval_lowlight}
 CLIP_SAMPLERS = {"derain": clip_rain, "denoise": clip_noise, "deblur": clip_blur, "lowlight": clip_lowlight}
 SCENE_SAMPLERS = {"derain": random_dark_scene}  # applied to the clean patch before the degradation
-TASKS = tuple(TRAIN_SAMPLERS)
+assert tuple(TRAIN_SAMPLERS) == TASKS, "streamrestore.choices.TASKS names every task's samplers"
 
 
 def eval_degrade_uint8(task: str, image: np.ndarray, seed: int) -> np.ndarray:

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from streamrestore.choices import SIZE_NAMES
+
 
 @dataclass(frozen=True)
 class NetworkConfig:
@@ -38,6 +40,7 @@ SIZES = {
     "small": NetworkConfig(width=16, enc_blocks=(1, 1, 1), mid_blocks=1, dec_blocks=(1, 1, 1)),
     "base": NetworkConfig(width=32, enc_blocks=(1, 2, 2), mid_blocks=4, dec_blocks=(1, 1, 1)),
 }
+assert tuple(SIZES) == SIZE_NAMES, "streamrestore.choices.SIZE_NAMES names every size"
 
 
 class LayerNorm2d(nn.Module):

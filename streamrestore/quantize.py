@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from streamrestore import engine_cache
+from streamrestore.choices import HOLDOUT_EVERY
 from streamrestore.errors import UserError
 
 log = logging.getLogger(__name__)
 
-HOLDOUT_EVERY = 6  # the default of `train --holdout-every` and `eval --holdout-every`
 CALIBRATION_IMAGES = 32  # at most, from the training split
 CALIBRATION_SIDE = 192  # each calibration frame: the central square of a photograph, resized to this (px)
 KEPT_FLOAT = ("/model/network/intro/", "/model/network/ending/")  # convolutions left in float32

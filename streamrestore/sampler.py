@@ -5,9 +5,9 @@ import functools
 
 import torch
 
+from streamrestore.choices import NOISE_POLICIES
 from streamrestore.sde import MeanRevertingSchedule, marginal_std, mean_reverting_marginal
 
-NOISE_POLICIES = ("fixed", "fresh", "zero")
 
 
 def sampling_times(T: int, steps: int) -> list[int]:

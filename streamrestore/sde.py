@@ -12,7 +12,10 @@ from dataclasses import dataclass
 import torch
 
 
-def cosine_theta_schedule(steps: int, s: float = 0.008) -> torch.Tensor:
+COSINE_OFFSET = 0.008  # s of the cosine schedule (Nichol & Dhariwal 2021), as IR-SDE uses it
+
+
+def cosine_theta_schedule(steps: int, s: float = COSINE_OFFSET) -> torch.Tensor:
     """theta_k for k = 1..steps from the cosine schedule (Nichol & Dhariwal 2021, eq. 17), as IR-SDE uses it.
 
     Returns float64 tensor of shape (steps,): theta_k = 1 - abar_k / abar_{k-1}.
@@ -36,6 +39,15 @@ class MeanRevertingSchedule:
         cumulative = torch.cat([torch.zeros(1, dtype=torch.float64), theta.cumsum(0)])
         dt = -math.log(eps) / float(cumulative[-1])
         return cls(thetabar=cumulative * dt, lam=lam, T=T)
+
+    @property
+    def eps(self) -> float:
+        """exp(-thetabar_T): what is left of x0 - mu at t = T."""
+        return float(torch.exp(-self.thetabar[-1]))
+
+    def facts(self) -> dict:
+        """What a model card records of the schedule, read from it."""
+        return {"T": self.T, "lambda": self.lam, "eps": round(self.eps, 9), "theta": f"cosine, s={COSINE_OFFSET}"}
 
     def thetabar_on(self, device: torch.device) -> torch.Tensor:
         """thetabar on `device`, copied there once: a copy per sampling step would synchronise a CUDA stream."""

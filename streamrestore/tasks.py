@@ -4,7 +4,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from streamrestore.degradations import TASKS
+from streamrestore.choices import TASKS
 from streamrestore.errors import UserError
 
 RUN_TASKS = TASKS + ("passthrough",)  # passthrough: the identity model, to measure the pipeline alone

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,33 +22,7 @@ from streamrestore.losses import VGG16Perceptual, fft_amplitude_l1, irc_m_loss, 
 from streamrestore.network import SIZES, ConditionalNAFUNet, add_history_input, count_parameters, macs_per_pixel
 from streamrestore.sampler import sample, sampling_times
 from streamrestore.sde import MeanRevertingSchedule
-
-STAGE_CHOICES = {"linear": ["linear"], "nonlinear": ["nonlinear"], "both": ["linear", "nonlinear"],
-                 "baseline": ["baseline"]}
-
-
-@dataclass
-class TrainConfig:
-    task: str
-    size: str = "small"
-    stages: list[str] = field(default_factory=lambda: ["linear", "nonlinear"])
-    iters: int = 2000  # per stage
-    batch: int = 8
-    patch: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    lambda_og: float = 0.8
-    lambda_perc: float = 0.125
-    sampling_time_fraction: float = 0.4  # share of pairs with t_{n+1} at a time Algorithm 3 evaluates
-    two_step_weight: float = 0.0  # weight of losses.two_step_loss in nonlinear fitting (0: the paper's loss only)
-    seed: int = 0
-    device: str = "cpu"
-    warmup: int = 100  # iterations of linear learning-rate warm-up
-    checkpoint_seconds: float = 120.0
-    perceptual_weights: str | None = None
-    clip_frames: int = 0  # > 0: temporal training on pseudo-clips of this many frames (recurrent model)
-    history_lr_scale: float = 10.0  # the history convolution learns this much faster (and without decay)
-
+from streamrestore.train_config import TrainConfig
 
 def sample_pair_index(batch: int, T: int, fraction: float, generator: torch.Generator) -> torch.Tensor:
     """n in {1..T-1} uniform (consistency training); a `fraction` of pairs instead get t_{n+1} in
@@ -214,7 +188,7 @@ def model_facts(model: ConsistencyModel, config: TrainConfig) -> dict:
         "architecture": {"name": "ConditionalNAFUNet", "size": config.size, "config": network.config.to_dict(),
                          "parameters": count_parameters(network), "macs_per_pixel": round(macs_per_pixel(network.cpu())),
                          "parametrisation": model.parametrisation},
-        "schedule": {"T": model.schedule.T, "lambda": model.schedule.lam, "eps": 0.005, "theta": "cosine, s=0.008"},
+        "schedule": model.schedule.facts(),
         "losses": ({"L1 LQ->HQ at t=T (CNN-baseline)": 1.0} if config.stages == ["baseline"] else
                    {"consistency": "L1 to stopgrad(f_phi) at t_n (phi- = stop-gradient of phi, no EMA)",
                     "origin_guided": "L1 to HQ", "lambda_og": config.lambda_og, "lambda_perc": config.lambda_perc,

@@ -76,7 +76,6 @@ def test_help_lists_the_commands():
     assert all(len(entry) == 2 and entry[1].strip() for entry in entries)  # a summary on each
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18: --help imports torch")
 def test_help_does_not_import_torch():
     """`streamrestore --help` answers without importing torch (seconds of start-up for a usage line)."""
     result = subprocess.run([sys.executable, "-X", "importtime", "-m", "streamrestore.cli", "--help"],

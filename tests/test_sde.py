@@ -70,3 +70,8 @@ def test_schedule_constants_are_copied_to_a_device_once():
     first = schedule.thetabar_on(t.device)
     schedule.decay(t), schedule.variance(t)
     assert schedule.thetabar_on(t.device) is first and torch.equal(first, schedule.thetabar)
+
+
+def test_card_facts_are_read_from_the_schedule():
+    facts = MeanRevertingSchedule.create(T=50, lam=5 / 255, eps=0.01).facts()
+    assert facts == {"T": 50, "lambda": 5 / 255, "eps": 0.01, "theta": "cosine, s=0.008"}

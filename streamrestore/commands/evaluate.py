@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from streamrestore.backends.registry import BACKEND_NAMES, PRECISION_NAMES
-from streamrestore.degradations import TASKS
+from streamrestore.choices import DEVICES, HOLDOUT_EVERY, NOISE_POLICIES, TASKS
 from streamrestore.errors import UserError
 from streamrestore.options import choice, positive_int, sampling_steps
 
@@ -25,13 +25,13 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--baseline-weights", help="CNN-baseline checkpoint (default: the shipped one, when present)")
     p.add_argument("--split", default="all", type=choice("--split", ("all", "heldout")),
                    help="heldout: only the images train held out of --data (every --holdout-every-th by name)")
-    p.add_argument("--holdout-every", default=6, type=positive_int("--holdout-every"))
+    p.add_argument("--holdout-every", default=HOLDOUT_EVERY, type=positive_int("--holdout-every"))
     p.add_argument("--max-side", default=512, type=positive_int("--max-side", minimum=32),
                    help="downscale images so the long side is at most this (speed)")
-    p.add_argument("--noise", type=choice("--noise", ("fixed", "fresh", "zero")),
+    p.add_argument("--noise", type=choice("--noise", NOISE_POLICIES),
                    help="sampling noise (default: what the model card recommends)")
     p.add_argument("--seed", default=0, type=int)
-    p.add_argument("--device", default="cpu", type=choice("--device", ("cpu", "cuda", "auto")))
+    p.add_argument("--device", default="cpu", type=choice("--device", DEVICES))
     p.add_argument("--backend", default="torch", type=choice("--backend", BACKEND_NAMES),
                    help="what runs IR-CM (default torch; the CNN-baseline always runs on torch)")
     p.add_argument("--precision", type=choice("--precision", PRECISION_NAMES),

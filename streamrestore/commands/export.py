@@ -9,14 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from streamrestore.checkpoint import load_model
 from streamrestore.errors import UserError
-from streamrestore.export import OPSET, export_onnx, noise_shape
 from streamrestore.options import choice, positive_int, sampling_steps
 from streamrestore.outputs import Write, check_writes, weights_reads
-from streamrestore.sampler import NoisePolicy
 from streamrestore.tasks import check_task, default_weights
 
 FORMATS = ("onnx", "tensorrt")
@@ -69,15 +64,23 @@ def frame_size(args: argparse.Namespace) -> tuple[int, int] | None:
     return args.height, args.width
 
 
-def baked_noise(kind: str, steps: int, size: tuple[int, int], multiple: int) -> torch.Tensor | None:
-    """(M, 1, 3, Hp, Wp): the same noise the backends draw for a stream (NoisePolicy, seed 0)."""
+def baked_noise(kind: str, steps: int, size: tuple[int, int], multiple: int):
+    """(M, 1, 3, Hp, Wp) torch tensor: the same noise the backends draw for a stream (NoisePolicy, seed 0)."""
     if kind == "input":
         return None
+    import torch
+
+    from streamrestore.frames import noise_shape
+    from streamrestore.sampler import NoisePolicy
+
     like = torch.empty(noise_shape(steps, 1, *size, multiple)[1:])
     return torch.stack(NoisePolicy(kind, 0).draw(steps, like))
 
 
 def main(args: argparse.Namespace) -> int:
+    from streamrestore.checkpoint import load_model
+    from streamrestore.export import OPSET, export_onnx
+
     if check_task(args.task) == "passthrough":
         raise UserError("--task passthrough is the identity; there is no model to export")
     size = frame_size(args)
@@ -117,11 +120,10 @@ def _export_int8(model, output: Path, args: argparse.Namespace, size, noise) -> 
     sizes fixed and the noise baked in as asked, as for the fp32 export."""
     import tempfile
 
-    from streamrestore.atomic import atomic_path
-
     import onnx
 
-    from streamrestore.export import fix_sizes
+    from streamrestore.atomic import atomic_path
+    from streamrestore.export import export_onnx, fix_sizes
     from streamrestore.quantize import calibration_files, calibration_folder, calibration_inputs, quantize_graph
 
     files = calibration_files(calibration_folder(args.calibration_data))

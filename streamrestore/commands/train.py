@@ -5,11 +5,11 @@ import datetime
 import sys
 from pathlib import Path
 
-from streamrestore.degradations import TASKS
+from streamrestore.choices import HOLDOUT_EVERY, SIZE_NAMES, TASKS
 from streamrestore.errors import UserError
-from streamrestore.network import SIZES
 from streamrestore.options import choice, fraction, positive_float, positive_int
 from streamrestore.outputs import OVERWRITE_HINT, Read, Write, check_writes
+from streamrestore.train_config import STAGE_CHOICES, TrainConfig
 
 
 def add_parser(subparsers, name: str) -> None:
@@ -23,26 +23,28 @@ def add_parser(subparsers, name: str) -> None:
                              "every --holdout-every-th image by name")
     source.add_argument("--paired", help="folder with lq/ and gt/ subfolders of matching file names")
     p.add_argument("--out", required=True, help="weights to write (.safetensors); the model card goes beside it (.json)")
-    p.add_argument("--size", default="small", type=choice("--size", tuple(SIZES)))
-    p.add_argument("--stage", default="both", type=choice("--stage", ("linear", "nonlinear", "both", "baseline")),
+    p.add_argument("--size", default=TrainConfig.size, type=choice("--size", SIZE_NAMES))
+    p.add_argument("--stage", default="both", type=choice("--stage", tuple(STAGE_CHOICES)),
                    help="linear fitting, nonlinear fitting, both in turn, or the plain-L1 CNN-baseline")
-    p.add_argument("--iters", default=2000, type=positive_int("--iters"), help="iterations per stage")
-    p.add_argument("--batch", default=8, type=positive_int("--batch"))
-    p.add_argument("--patch", default=128, type=positive_int("--patch", minimum=32, multiple=16))
-    p.add_argument("--lr", default=1e-3, type=positive_float("--lr"))
-    p.add_argument("--sampling-time-fraction", default=0.4, type=fraction("--sampling-time-fraction"),
+    p.add_argument("--iters", default=TrainConfig.iters, type=positive_int("--iters"), help="iterations per stage")
+    p.add_argument("--batch", default=TrainConfig.batch, type=positive_int("--batch"))
+    p.add_argument("--patch", default=TrainConfig.patch, type=positive_int("--patch", minimum=32, multiple=16))
+    p.add_argument("--lr", default=TrainConfig.lr, type=positive_float("--lr"))
+    p.add_argument("--sampling-time-fraction", default=TrainConfig.sampling_time_fraction,
+                   type=fraction("--sampling-time-fraction"),
                    help="share of training pairs placed at the times sampling evaluates (T, T/2, T/4)")
-    p.add_argument("--two-step-weight", default=0.0, type=positive_float("--two-step-weight", zero_ok=True),
+    p.add_argument("--two-step-weight", default=TrainConfig.two_step_weight,
+                   type=positive_float("--two-step-weight", zero_ok=True),
                    help="in nonlinear fitting, also train on the 2-step sampler's own output with this weight "
                         "(not in the paper; 0 keeps the paper's loss)")
-    p.add_argument("--clip-frames", default=0, type=positive_int("--clip-frames", minimum=0),
+    p.add_argument("--clip-frames", default=TrainConfig.clip_frames, type=positive_int("--clip-frames", minimum=0),
                    help="train the temporal (recurrent) model on pseudo-clips of this many frames made from "
                         "--data (camera paths and moving objects); with --init a one-frame checkpoint, its "
                         "weights start the temporal model. 0: the one-frame model")
-    p.add_argument("--seed", default=0, type=int)
-    p.add_argument("--holdout-every", default=6, type=positive_int("--holdout-every", minimum=0),
+    p.add_argument("--seed", default=TrainConfig.seed, type=int)
+    p.add_argument("--holdout-every", default=HOLDOUT_EVERY, type=positive_int("--holdout-every", minimum=0),
                    help="hold out every N-th image of --data (sorted by name) for eval; 0 holds none out")
-    p.add_argument("--device", default="cpu", type=choice("--device", ("cpu", "cuda")))
+    p.add_argument("--device", default=TrainConfig.device, type=choice("--device", ("cpu", "cuda")))
     p.add_argument("--init", help="start from these weights (e.g. stage 2 from a stage-1 checkpoint)")
     p.add_argument("--perceptual-weights", help="VGG16 weights file (torchvision key names) for the paper's perceptual "
                                                 "term; without it an FFT-amplitude L1 substitute is used")
@@ -87,7 +89,7 @@ def main(args) -> int:
 
     from streamrestore.data import PairedPatches, SyntheticClips, SyntheticPairs
     from streamrestore.imagefiles import paired_files, split_folders
-    from streamrestore.training import STAGE_CHOICES, TrainConfig, train
+    from streamrestore.training import train
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
