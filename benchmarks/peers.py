@@ -32,7 +32,7 @@ from streamrestore.choices import HOLDOUT_EVERY
 from streamrestore.classical import CLASSICAL
 from streamrestore.degradations import add_noise, eval_degrade_uint8
 from streamrestore.evaluation import fit_long_side
-from streamrestore.imagefiles import list_images, read_rgb8, split_holdout
+from streamrestore.io.images import list_images, read_rgb8, split_holdout
 from streamrestore.metrics import psnr_y, ssim_y
 from streamrestore.restorer import Restorer
 

@@ -16,7 +16,7 @@ import numpy as np
 from streamrestore import Restorer
 from streamrestore.choices import HOLDOUT_EVERY
 from streamrestore.degradations import TASKS, eval_degrade_uint8
-from streamrestore.imagefiles import list_images, read_rgb8, split_holdout
+from streamrestore.io.images import list_images, read_rgb8, split_holdout
 
 CROP = 192
 

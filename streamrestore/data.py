@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from streamrestore.degradations import CLIP_SAMPLERS, SCENE_SAMPLERS, TRAIN_SAMPLERS
-from streamrestore.imagefiles import read_rgb8
+from streamrestore.io.images import read_rgb8
 
 MARGIN = 16  # degrade a larger crop, then cut the border, so blur kernels see real neighbours
 

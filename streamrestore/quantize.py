@@ -12,7 +12,7 @@ and percentile ranges 31.72 (-0.14 dB).
 
 Calibration: frames degraded by the task's training recipe from the training photographs — the
 images `streamrestore train` trains on, never those it holds out (every HOLDOUT_EVERY-th by name,
-streamrestore.imagefiles.split_holdout, which `streamrestore eval --split heldout` scores).
+streamrestore.io.images.split_holdout, which `streamrestore eval --split heldout` scores).
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def calibration_folder(given: str | None = None) -> Path:
 
 def calibration_files(folder: Path) -> list[Path]:
     """The training split of `folder` (held-out images excluded), at most CALIBRATION_IMAGES of them."""
-    from streamrestore.imagefiles import list_images, split_holdout
+    from streamrestore.io.images import list_images, split_holdout
 
     training = split_holdout(list_images(folder, "--calibration-data"), HOLDOUT_EVERY)[0]
     return training[:CALIBRATION_IMAGES]
@@ -74,7 +74,7 @@ def calibration_inputs(task: str, files: list[Path], steps: int, multiple: int, 
     frame approximates)."""
     from streamrestore.backends.onnxruntime_backend import NoiseFeed
     from streamrestore.degradations import TRAIN_SAMPLERS
-    from streamrestore.imagefiles import read_rgb8
+    from streamrestore.io.images import read_rgb8
     from streamrestore.sampler import NoisePolicy
 
     noise = NoiseFeed(NoisePolicy("fixed", CALIBRATION_SEED), steps, multiple)

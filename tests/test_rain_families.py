@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streamrestore.degradations import RAIN_FAMILIES, eval_rain, rain_family_uint8, rain_layers, random_rain
-from streamrestore.imagefiles import split_folders, split_holdout
+from streamrestore.io.images import split_folders, split_holdout
 
 
 def scene(seed=0, h=96, w=128):

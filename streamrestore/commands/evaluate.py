@@ -51,7 +51,7 @@ def add_parser(subparsers, name: str) -> None:
 def load_clean_images(args) -> dict:
     """{name: uint8 RGB} of --data (all, or the held-out split of each folder), fitted to --max-side."""
     from streamrestore.evaluation import fit_long_side
-    from streamrestore.imagefiles import read_rgb8, split_folders
+    from streamrestore.io.images import read_rgb8, split_folders
 
     train, held = split_folders(args.data, args.holdout_every)
     files = held if args.split == "heldout" else sorted(train + held)
@@ -63,7 +63,7 @@ def load_clean_images(args) -> dict:
 
 def load_eval_pairs(args):
     from streamrestore.evaluation import EvalPair, fit_long_side, synthetic_pairs
-    from streamrestore.imagefiles import paired_files, read_rgb8
+    from streamrestore.io.images import paired_files, read_rgb8
 
     if args.paired:
         return [EvalPair(lq.name, fit_long_side(read_rgb8(lq), args.max_side), fit_long_side(read_rgb8(gt), args.max_side))

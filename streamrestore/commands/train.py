@@ -88,7 +88,7 @@ def main(args) -> int:
     import torch
 
     from streamrestore.data import PairedPatches, SyntheticClips, SyntheticPairs
-    from streamrestore.imagefiles import paired_files, split_folders
+    from streamrestore.io.images import paired_files, split_folders
     from streamrestore.training import train
 
     out = Path(args.out)
