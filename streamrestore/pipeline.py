@@ -191,6 +191,8 @@ def run_feeds(feeds: list[Feed], backend, *, batch: int = 1, batch_wait_ms: floa
     """Run `feeds` on one `backend` until every feed has ended, then finish each one's output, report and
     `frames` (the module docstring says what is kept). Raises the run's error, or with `isolate` false
     the first feed's, once every output is finished or removed."""
+    if not feeds:
+        return
     run = _Run(isolate, stop)
     share = -(-batch // len(feeds))  # a feed's part of a batch: what a latest-policy feed keeps queued
     for feed in feeds:
@@ -262,11 +264,13 @@ def _read(run: _Run, feed: Feed, share: int) -> None:
 
 
 def _put_latest(out: queue.Queue, frame: DecodedFrame, source: FrameSource, keep: int) -> None:
-    """Put `frame`, first dropping (and counting) the oldest queued frames beyond `keep`."""
+    """Put `frame`, first dropping (and counting) the oldest queued frames beyond `keep`; a dropped frame's
+    discontinuity (a reconnect) passes to `frame`, so the temporal state still resets."""
     while out.qsize() >= keep:
         try:
-            out.get_nowait()
+            stale = out.get_nowait()
             source.dropped += 1
+            frame.discontinuity = frame.discontinuity or stale.discontinuity
         except queue.Empty:
             break
     out.put_nowait(frame)

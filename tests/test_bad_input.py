@@ -395,8 +395,8 @@ from media import make_clip
 from streamrestore.backends.registry import create_backend
 from streamrestore.errors import UserError
 from streamrestore.io import open_source
-from streamrestore.multistream import StreamSpec
 from streamrestore.pipeline import run_streams
+from streamrestore.streams import StreamSpec
 
 class FailingSink:
     def __init__(self): self.frames = 0

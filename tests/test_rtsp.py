@@ -189,8 +189,8 @@ def test_publish_and_read_back(rtsp_server):
 @pytest.mark.rtsp
 def test_two_feeds_on_one_engine_one_dies(rtsp_server_factory, tmp_path):
     from streamrestore.backends.base import PassthroughBackend
-    from streamrestore.multistream import StreamSpec
     from streamrestore.pipeline import run_streams
+    from streamrestore.streams import StreamSpec
 
     servers = [rtsp_server_factory(), rtsp_server_factory()]
     specs = [StreamSpec(name=f"s{i}", input=s.url("cam"), output=str(tmp_path / f"s{i}.mp4")) for i, s in enumerate(servers)]

@@ -48,9 +48,26 @@ def test_video_with_audio_and_reports(tmp_path):
     assert summary["frames"] == 15 and summary["backend"] == "passthrough" and summary["device"] == "cpu"
     for key in ("throughput_fps", "dropped_frames", "model", "stages_ms"):
         assert key in summary
+    assert summary["reconnects"] == 0 and summary["error"] is None  # the facts a --streams feed reports too
     assert {"p50", "p90", "p99", "max"} <= set(summary["stages_ms"]["restore"])
     rows = list(csv.DictReader((tmp_path / "f.csv").open()))
     assert len(rows) == 15 and {"decode", "upload", "restore", "download", "encode", "end_to_end"} <= set(rows[0])
+
+
+def test_streams_file_runs_each_feed_and_names_the_one_that_failed(tmp_path):
+    make_clip(tmp_path / "a.mp4", frames=6, audio=False)
+    (tmp_path / "bad.mp4").write_text("not a video\n" * 50)
+    (tmp_path / "s.yaml").write_text(
+        "streams:\n"
+        f"  - {{name: good, input: '{tmp_path / 'a.mp4'}', output: '{tmp_path / 'a_out.mp4'}', report: '{tmp_path / 'a.json'}'}}\n"
+        f"  - {{name: bad, input: '{tmp_path / 'bad.mp4'}', output: '{tmp_path / 'b_out.mp4'}', report: '{tmp_path / 'b.json'}'}}\n")
+    proc = run("--streams", tmp_path / "s.yaml", "--task", "passthrough")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("streamrestore: error: [bad] "), proc.stderr
+    assert "[good] " in proc.stdout and len(probe(tmp_path / "a_out.mp4")["pts"]) == 6
+    good, bad = (json.loads((tmp_path / name).read_text())["summary"] for name in ("a.json", "b.json"))
+    assert (good["stream"], good["frames"], good["reconnects"], good["error"]) == ("good", 6, 0, None)
+    assert bad["frames"] == 0 and bad["error"] and not (tmp_path / "b_out.mp4").exists()
 
 
 def test_existing_output_and_input_are_protected(tmp_path):

@@ -14,7 +14,7 @@ from streamrestore.errors import UserError
 from streamrestore.io.base import DecodedFrame, StreamInfo
 from streamrestore.pipeline import run_pipeline, run_streams
 from streamrestore.report import LatencyReport
-from streamrestore.multistream import StreamSpec
+from streamrestore.streams import StreamSpec
 
 
 def _image(height: int, width: int, index: int) -> np.ndarray:

@@ -1,5 +1,5 @@
 """The temporal model: a one-frame network grown into a recurrent one, its state and when it resets,
-its export, and the pipeline and multistream runs that carry one state per feed."""
+its export, and the one-feed and several-feed runs that carry one state per feed."""
 from __future__ import annotations
 
 from fractions import Fraction
@@ -243,8 +243,8 @@ def test_restorer_stream_keeps_state_and_resets(temporal_weights):
 
 
 def test_two_feeds_keep_their_own_state(tmp_path, temporal_weights):
-    from streamrestore.multistream import StreamSpec
     from streamrestore.pipeline import run_streams
+    from streamrestore.streams import StreamSpec
 
     engine = create_backend("denoise", backend="torch", device="cpu", weights=str(temporal_weights), noise="zero")
     a = make_clip(tmp_path / "a.mp4", frames=6, audio=False, qp=0, pix_fmt="yuv444p")

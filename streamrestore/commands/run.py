@@ -1,4 +1,5 @@
-"""`streamrestore run INPUT --task TASK -o OUTPUT`: restore a video file, an image or a folder of images."""
+"""`streamrestore run INPUT --task TASK -o OUTPUT`: restore a video file, an image or a folder of images;
+`streamrestore run --streams streams.yaml`: several feeds on one engine (streamrestore.pipeline)."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +10,7 @@ from pathlib import Path
 import av
 
 from streamrestore.backends.registry import BACKEND_NAMES, PRECISION_NAMES, check_precision, create_backend
+from streamrestore.commands.live import add_live_arguments, apply_profile, check_outputs, live_source_options, open_output
 from streamrestore.errors import UserError
 from streamrestore.io import is_live, open_sink, open_source
 from streamrestore.io.encoding import ALL_TUNES, PRESETS
@@ -16,9 +18,9 @@ from streamrestore.io.images import is_image_path
 from streamrestore.io.video import default_codec
 from streamrestore.options import choice, positive_int, sampling_steps
 from streamrestore.outputs import Read, Write, check_writes, weights_reads
-from streamrestore.pipeline import run_pipeline
-from streamrestore.profiles import add_live_arguments, apply_profile, live_source_options, open_output
+from streamrestore.pipeline import run_pipeline, run_streams
 from streamrestore.report import LatencyReport
+from streamrestore.streams import StreamSpec, load_streams
 from streamrestore.tasks import check_task
 
 CRF_MAX = {"libx264": 51, "libx265": 51}  # other encoders (vp9, av1) take 0-63
@@ -146,9 +148,7 @@ def main(args: argparse.Namespace) -> int:
     source = open_source(args.input, **live_source_options(args, args.input))
     try:
         args.temporal = _temporal(args, video=source.info.time_base is not None)
-        backend = create_backend(args.task, backend=args.backend, device=args.device, steps=args.steps,
-                                 noise=args.noise, weights=args.weights, temporal=args.temporal, compile=args.compile,
-                                 **_engine_options(args))
+        backend = _create_backend(args)
         sink = open_output(lambda path, info: open_sink(path, info, source=args.input, codec=args.codec,
                                                         crf=args.crf, preset=args.preset, tune=args.tune),
                            args.output, source.info, args.segment_time)
@@ -178,18 +178,45 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _run_streams(args: argparse.Namespace) -> int:
-    """Several feeds on one engine (streamrestore.multistream)."""
-    from streamrestore import multistream
-
-    specs = multistream.load_streams(args.streams)
-    multistream.check_outputs(args, specs)  # before the engine is built: nothing is written on a refusal
+    """Several feeds on one engine: 0 when every feed ran cleanly, 1 when one failed (each named on stderr),
+    130 when a signal ended the run."""
+    specs = load_streams(args.streams)
+    check_outputs(args, specs)  # before the engine is built: nothing is written on a refusal
     for spec in specs:
         check_codec(args.codec, args.crf, str(spec.output), f"--streams {args.streams} [{spec.name}] output")
     args.temporal = _temporal(args, video=True)  # feeds are video
-    backend = create_backend(args.task, backend=args.backend, device=args.device, steps=args.steps,
-                             noise=args.noise, weights=args.weights, temporal=args.temporal, compile=args.compile,
-                             **_engine_options(args))
-    return multistream.run_command(args, specs, backend, _facts(args, backend))
+    backend = _create_backend(args)
+
+    def open_feed(spec: StreamSpec):
+        reconnect = None if spec.reconnect is None else str(spec.reconnect)
+        return open_source(spec.input, **live_source_options(args, spec.input, spec.live_policy, reconnect))
+
+    def open_feed_output(spec: StreamSpec, info):
+        return open_output(lambda path, i: open_sink(path, i, codec=args.codec, crf=args.crf, preset=args.preset,
+                                                     tune=args.tune), spec.output, info,
+                           spec.segment_time or args.segment_time)
+
+    reports = run_streams(specs, backend, open_source=open_feed, open_sink=open_feed_output, batch=args.batch,
+                          batch_wait_ms=args.batch_wait_ms, facts=_facts(args, backend), fusion=args.temporal)
+    for spec, report in zip(specs, reports):
+        if spec.report:
+            report.write_json(spec.report)
+        if not args.quiet:
+            print(f"[{spec.name}] {spec.input} -> {spec.output}\n{report.table()}")
+        if report.facts["error"]:
+            print(f"streamrestore: error: [{spec.name}] {report.facts['error']}", file=sys.stderr)
+    if any(report.facts["error"] for report in reports):
+        return 1
+    if reports[0].interrupted:
+        sys.stderr.write("streamrestore: interrupted: each output holds the frames restored before the signal "
+                         "and is complete and playable under its final name\n")
+        return 130
+    return 0
+
+
+def _create_backend(args: argparse.Namespace):
+    return create_backend(args.task, backend=args.backend, device=args.device, steps=args.steps, noise=args.noise,
+                          weights=args.weights, temporal=args.temporal, compile=args.compile, **_engine_options(args))
 
 
 def _engine_options(args: argparse.Namespace) -> dict:
