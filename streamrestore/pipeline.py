@@ -47,7 +47,7 @@ from streamrestore.io.base import DecodedFrame, FrameSink, FrameSource, StreamIn
 from streamrestore.report import LIVE_RECORDS, LatencyReport
 from streamrestore.temporal import StreamHistory, mark_reconnect, restore_with_history, stream_state
 
-log = logging.getLogger("streamrestore.pipeline")
+log = logging.getLogger(__name__)
 _END = object()  # end of a feed, passed down its queues
 _POLL = 0.1  # seconds a blocked stage waits before checking for a stop
 _READER_GRACE = 2.0  # seconds readers get to end; one blocked in a live read is left behind (daemon thread)
