@@ -55,6 +55,8 @@ _READER_GRACE = 2.0  # seconds readers get to end; one blocked in a live read is
 
 @dataclass
 class RunResult:
+    """What `run_pipeline` returns."""
+
     frames: int  # frames in the finished output
     interrupted: bool
     report: LatencyReport
