@@ -1,8 +1,9 @@
 """Per-frame latency records and their summary (DESIGN.md section 3): JSON, CSV and a short table.
 
-Each record holds the milliseconds a frame spent in decode, upload, restore, download, fusion (the
-temporal stage after the model, 0 without it) and encode, and end to end (decoded -> encoded, a
-monotonic clock). Upload/restore/download are per batch, so
+Each record holds the milliseconds a frame spent on the network (an RTSP feed: the sender's capture
+instant to the frame decoded, where its RTCP sender reports give the sender's clock; 0 for files), in
+decode, upload, restore, download, fusion (the temporal stage after the model, 0 without it) and
+encode, and end to end (decoded -> encoded, a monotonic clock). Upload/restore/download are per batch, so
 every frame of a batch carries its batch's figures. Percentiles skip the first `warmup` frames
 when there are enough frames left to measure.
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from streamrestore.atomic import atomic_path
 
-STAGES = ("decode", "upload", "restore", "download", "fusion", "encode", "end_to_end")
+STAGES = ("network", "decode", "upload", "restore", "download", "fusion", "encode", "end_to_end")
 FIELDS = ("index", "pts", "time", "batch") + STAGES
 LIVE_RECORDS = 3000  # per-frame records a live feed's report keeps (the latest; ~2 MB, minutes of video)
 # Histogram bins for the summary of a long run: log-spaced over 1 us .. 1000 s, each about 1 % wide.

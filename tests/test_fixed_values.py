@@ -361,7 +361,7 @@ def test_summary_skips_warmup_and_gives_exact_percentiles():
     assert list(summary["stages_ms"]) == list(STAGES)
     assert (summary["skipped_frames"], summary["dropped_frames"], summary["interrupted"]) == (0, 0, False)
     # every record: its index, pts, time = pts * time_base, batch 1 and each stage
-    assert report.records[7] == {"index": 7, "pts": 7, "time": 0.28, "batch": 1, "decode": 1.0, "upload": 0.0,
+    assert report.records[7] == {"index": 7, "pts": 7, "time": 0.28, "batch": 1, "network": 0.0, "decode": 1.0, "upload": 0.0,
                                  "restore": 7.0, "download": 0.0, "fusion": 0.0, "encode": 0.0, "end_to_end": 14.0}
     assert report.table().splitlines()[-1].startswith("20 frames, 5.0 FPS, 0 skipped, 0 dropped; stand-in")
 
