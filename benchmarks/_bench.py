@@ -16,8 +16,8 @@ import numpy as np
 
 from streamrestore.io.base import DecodedFrame, StreamInfo
 from streamrestore.io.video import VideoFileSink, VideoFileSource
-from streamrestore.pipeline import run_pipeline
-from streamrestore.report import LatencyReport
+from streamrestore.runtime.pipeline import run_pipeline
+from streamrestore.runtime.report import LatencyReport
 
 VTEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "vtest.avi"
 
@@ -262,10 +262,10 @@ def _timed(source: VideoFileSource):
 
 def surveillance(clip: str, backend, out_dir: Path, streams: int, batch: int, batch_wait_ms: float,
                  warmup: int, encoder: dict | None = None) -> dict:
-    """`streams` feeds of `clip` on one backend (streamrestore.pipeline.run_streams): aggregate and per-stream FPS.
+    """`streams` feeds of `clip` on one backend (streamrestore.runtime.pipeline.run_streams): aggregate and per-stream FPS.
     `encoder`: the sinks' preset and tune (the profile's)."""
-    from streamrestore.pipeline import run_streams
-    from streamrestore.streams import StreamSpec
+    from streamrestore.runtime.pipeline import run_streams
+    from streamrestore.runtime.streams import StreamSpec
 
     specs = [StreamSpec(f"stream{i + 1}", clip, str(out_dir / f"stream{i + 1}.mp4")) for i in range(streams)]
     started = time.perf_counter()

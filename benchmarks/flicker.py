@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 
 from streamrestore import Restorer
-from streamrestore.degradations import TASKS, eval_degrade_uint8
-from streamrestore.metrics import psnr_y
-from streamrestore.sampler import NOISE_POLICIES
+from streamrestore.tasks.degradations import TASKS, eval_degrade_uint8
+from streamrestore.evaluation.metrics import psnr_y
+from streamrestore.model.sampler import NOISE_POLICIES
 
 
 def read_clip(path: str, frames: int, scale: float) -> list[np.ndarray]:
@@ -65,7 +65,7 @@ def choose_policy(rows: dict, tolerance_db: float = 0.1) -> str:
 
 def write_recommendation(task: str, per_steps: dict, clip: str) -> None:
     """Record the measured figures and the chosen default policy (1-step) in the shipped model card."""
-    from streamrestore.checkpoint import read_card, write_card
+    from streamrestore.model.checkpoint import read_card, write_card
     from streamrestore.tasks import shipped_weights
 
     weights = shipped_weights(task)

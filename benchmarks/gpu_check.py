@@ -401,8 +401,8 @@ def make_clip(check: Check, res: str, frames: int) -> str:
 def file_run(clip: str, engine, out: Path, batch: int, **sink_options) -> dict:
     import _bench
     from streamrestore.io.video import VideoFileSink, VideoFileSource
-    from streamrestore.pipeline import run_pipeline
-    from streamrestore.report import LatencyReport
+    from streamrestore.runtime.pipeline import run_pipeline
+    from streamrestore.runtime.report import LatencyReport
 
     source = VideoFileSource(clip)
     report = LatencyReport(warmup=batch * 2)

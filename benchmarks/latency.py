@@ -86,7 +86,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="torch CPU threads; auto: torch's default, lowered to the cores left idle by other "
                         "processes (1-minute load average), since spinning threads on busy cores are ~10x slower")
     p.add_argument("--plan", action="store_true",
-                   help="the thread plan of `run` (streamrestore.threads): --threads (auto: every core) inference "
+                   help="the thread plan of `run` (streamrestore.backends.threads): --threads (auto: every core) inference "
                         "threads for onnxruntime and openvino, no spinning onnxruntime workers, OpenCV at 1 thread")
     p.add_argument("--fusion", action="store_true",
                    help="the file pipeline with the fusion stage, as `run` does on video (OpenCV per frame)")
@@ -136,8 +136,8 @@ def pick_weights(args, tmp: Path) -> dict:
         path = shipped_weights(args.task, "small")
         return {"path": str(path), "random": False, "note": f"shipped weights {path.name}"}
     except UserError:
-        from streamrestore.checkpoint import save_model
-        from streamrestore.training import build_model
+        from streamrestore.model.checkpoint import save_model
+        from streamrestore.training.loop import build_model
 
         path = tmp / f"random-{args.task}-small.safetensors"
         save_model(path, build_model("small"), {"task": args.task, "kind": "ir-cm", "architecture": {"size": "small"}})
@@ -271,7 +271,7 @@ def run_single_stream(args, engine, clips: Clips, tmp: Path, res: str, base: dic
 
 
 def run_surveillance(args, engine, clips: Clips, tmp: Path, base: dict) -> dict:
-    from streamrestore.profiles import PROFILES
+    from streamrestore.runtime.profiles import PROFILES
 
     settings = PROFILES["surveillance"]
     result = measured(_bench.surveillance, clips.get(args.stream_resolution, args.stream_frames), engine, tmp,
@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     args.device = resolve_device(args.device)
     if args.plan:
-        from streamrestore.threads import plan
+        from streamrestore.backends.threads import plan
 
         args.inference_threads = plan(None if args.threads == "auto" else args.threads).inference
         plan().apply(torch_threads=False)  # OpenCV; torch keeps --threads (the naive baseline's, too)

@@ -6,7 +6,7 @@
 Per task, on the held-out split of --data (every 6th photograph by name, as `streamrestore eval
 --split heldout`), degraded by the task's evaluation recipe (denoise: Gaussian noise at each of
 --sigmas): Y-PSNR, Y-SSIM and milliseconds per megapixel of
-  - the degraded input and the classical OpenCV baseline (streamrestore.classical);
+  - the degraded input and the classical OpenCV baseline (streamrestore.tasks.classical);
   - BM3D (PyPI `bm3d`, Makinen et al. 2020, given the true sigma) for denoise, when installed;
   - FFmpeg's `nlmeans` and `hqdn3d` (denoise, strengths set from the true sigma), `median`
     (derain), `unsharp` (deblur) and `eq` gamma/brightness (lowlight), at the fixed settings in
@@ -29,11 +29,11 @@ import cv2
 import numpy as np
 
 from streamrestore.choices import HOLDOUT_EVERY
-from streamrestore.classical import CLASSICAL
-from streamrestore.degradations import add_noise, eval_degrade_uint8
-from streamrestore.evaluation import fit_long_side
+from streamrestore.tasks.classical import CLASSICAL
+from streamrestore.tasks.degradations import add_noise, eval_degrade_uint8
+from streamrestore.evaluation.quality import fit_long_side
 from streamrestore.io.images import list_images, read_rgb8, split_holdout
-from streamrestore.metrics import psnr_y, ssim_y
+from streamrestore.evaluation.metrics import psnr_y, ssim_y
 from streamrestore.restorer import Restorer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "clean"

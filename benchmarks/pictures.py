@@ -15,7 +15,7 @@ import numpy as np
 
 from streamrestore import Restorer
 from streamrestore.choices import HOLDOUT_EVERY
-from streamrestore.degradations import TASKS, eval_degrade_uint8
+from streamrestore.tasks.degradations import TASKS, eval_degrade_uint8
 from streamrestore.io.images import list_images, read_rgb8, split_holdout
 
 CROP = 192

@@ -23,9 +23,9 @@ import numpy as np
 
 from flicker import mean_abs_step, read_clip
 from streamrestore.choices import HOLDOUT_EVERY
-from streamrestore.degradations import TASKS, eval_degrade_uint8
-from streamrestore.evaluation import score
-from streamrestore.metrics import psnr_y
+from streamrestore.tasks.degradations import TASKS, eval_degrade_uint8
+from streamrestore.evaluation.quality import score
+from streamrestore.evaluation.metrics import psnr_y
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -38,7 +38,7 @@ def _config(text: str) -> tuple[str, str]:
 
 
 def heldout_pairs(task: str, data: str, max_side: int):
-    from streamrestore.commands.evaluate import load_eval_pairs
+    from streamrestore.cli.evaluate import load_eval_pairs
 
     args = argparse.Namespace(paired=None, data=[data], split="heldout", holdout_every=HOLDOUT_EVERY, max_side=max_side,
                               task=task, seed=0)

@@ -6,10 +6,10 @@
 Per task and clip (frames scaled to --width, aspect kept, even sizes), the clean frames are degraded
 with the task's evaluation recipe drawn fresh per frame (degradations.eval_clip, seeded), then
 restored by each row: the one-frame model, the temporal model (Restorer.stream), each of them
-followed by streamrestore.fusion.RecursiveFusion, and ffmpeg's atadenoise, hqdn3d and nlmeans at
+followed by streamrestore.runtime.fusion.RecursiveFusion, and ffmpeg's atadenoise, hqdn3d and nlmeans at
 settings tuned on the built-in sample clip (never on a scored clip). Figures per row:
 
-- Y-PSNR: BT.601 Y (streamrestore.metrics.psnr_y), mean over frames;
+- Y-PSNR: BT.601 Y (streamrestore.evaluation.metrics.psnr_y), mean over frames;
 - moving Y-PSNR: over the pixels where the clean frame's Y differs from the previous clean frame's
   by more than MOVING_LEVELS, dilated by MOVING_DILATE px (all such pixels of the clip pooled), so
   ghosting and lag show;
@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 import _bench
-from streamrestore.metrics import psnr_y, rgb_to_y
+from streamrestore.evaluation.metrics import psnr_y, rgb_to_y
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CLIPS = [DATA / "vtest.avi", DATA / "video" / "box.mp4", DATA / "video" / "cup.mp4", DATA / "video" / "Megamind.avi"]
@@ -145,7 +145,7 @@ def sample_clip(task: str, frames: int, width: int) -> list[np.ndarray]:
 def degrade(task: str, clean: list[np.ndarray], seed: int) -> list[np.ndarray]:
     """Each frame degraded by the evaluation recipe of `task`: clip parameters from `seed`, frame k's
     noise, rain and grain from np.random.default_rng(seed + k)."""
-    from streamrestore.degradations import eval_clip
+    from streamrestore.tasks.degradations import eval_clip
 
     recipe = eval_clip(task)(np.random.default_rng(seed))
     return [(recipe(c.astype(np.float32) / 255, np.random.default_rng(seed + k)) * 255 + 0.5).astype(np.uint8)
@@ -174,10 +174,10 @@ def run_temporal(restorer, degraded: list[np.ndarray], seconds: list[float]) -> 
 
 def fuse_stream(images: list[np.ndarray], degraded: list[np.ndarray], seconds: list[float],
                 **settings) -> tuple[list[np.ndarray], float, dict]:
-    """RecursiveFusion over `images` as a stream's state runs it in the product (streamrestore.temporal:
+    """RecursiveFusion over `images` as a stream's state runs it in the product (streamrestore.runtime.temporal:
     cuts and gaps found on the degraded frames reset it): (outputs, seconds taken, resets)."""
-    from streamrestore.fusion import RecursiveFusion
-    from streamrestore.temporal import StreamHistory
+    from streamrestore.runtime.fusion import RecursiveFusion
+    from streamrestore.runtime.temporal import StreamHistory
 
     history = StreamHistory(RecursiveFusion(**settings))
     start = time.perf_counter()
@@ -254,7 +254,7 @@ def tune_ffmpeg(task: str, args) -> dict:
 def fusion_cost(path: Path, sizes=((320, 240), (768, 576)), frames: int = 24) -> list[dict]:
     """RecursiveFusion's milliseconds per frame (p50, mean; 4 warm-up frames left out) on `path`'s
     frames resized to each size, with a fixed 3-level Gaussian residual added as a restored frame has."""
-    from streamrestore.fusion import RecursiveFusion
+    from streamrestore.runtime.fusion import RecursiveFusion
 
     source, _ = read_clip(path, frames, sizes[-1][0])
     rng = np.random.default_rng(0)
@@ -403,7 +403,7 @@ def _whole(minimum: int, even: bool = False):
 
 
 def _task(text: str) -> str:
-    from streamrestore.degradations import TASKS as ALL
+    from streamrestore.tasks.degradations import TASKS as ALL
 
     if text not in ALL:
         raise argparse.ArgumentTypeError(f"{text!r} is not a task; use one of {', '.join(ALL)}")
@@ -498,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_cards(data: dict) -> None:
     """The mean rows of each task (and the command) into the card of the temporal weights measured."""
-    from streamrestore.checkpoint import read_card, write_card
+    from streamrestore.model.checkpoint import read_card, write_card
 
     keep = ("degraded input", "one-frame model", "temporal model", "one-frame + fusion", "temporal + fusion")
     for task, info in data["weights"].items():
@@ -589,7 +589,7 @@ def _ffmpeg_lines(data: dict) -> list[str]:
 
 def _fusion_lines(data: dict) -> list[str]:
     cost = ", ".join(f"{c['size']}: p50 {c['p50']:.1f} ms, mean {c['mean']:.1f} ms" for c in data["fusion_cost_ms"])
-    return [f"Recursive fusion cost per frame (streamrestore.fusion, {data['settings']['threads']} thread(s)): "
+    return [f"Recursive fusion cost per frame (streamrestore.runtime.fusion, {data['settings']['threads']} thread(s)): "
             f"{cost}.", ""]
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from streamrestore.backends.base import check_batch
 from streamrestore.backends.registry import create_backend
 from streamrestore.io.base import DecodedFrame
-from streamrestore.temporal import StreamHistory, restore_with_history, stream_state
+from streamrestore.runtime.temporal import StreamHistory, restore_with_history, stream_state
 
 _MICROSECOND = Fraction(1, 1_000_000)
 
@@ -27,7 +27,7 @@ class Restorer:
 
     frame: (H, W, 3) or (N, H, W, 3) uint8 RGB of any size; out has the same shape and dtype.
     r(frame) restores every frame on its own (the one-frame model). For video, `r.stream()` keeps each
-    stream's temporal state (streamrestore.temporal: the motion-compensated recursive fusion after the
+    stream's temporal state (streamrestore.runtime.temporal: the motion-compensated recursive fusion after the
     model, and the previous restored frame for the task's video model where one is shipped):
 
         with r.stream() as s:

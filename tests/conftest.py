@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from streamrestore.checkpoint import save_model
-from streamrestore.consistency import ConsistencyModel
-from streamrestore.network import add_history_input
-from streamrestore.training import build_model
+from streamrestore.model.checkpoint import save_model
+from streamrestore.model.consistency import ConsistencyModel
+from streamrestore.model.network import add_history_input
+from streamrestore.training.loop import build_model
 
 
 def perturbed_model(size: str = "small", seed: int = 0):

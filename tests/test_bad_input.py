@@ -339,7 +339,7 @@ def test_patch_bigger_than_every_training_image(folder):
 
 def vgg_state(shapes_ok: bool = True) -> dict[str, torch.Tensor]:
     """Random tensors under torchvision's VGG16 `features.N.*` names (one of the wrong shape if not shapes_ok)."""
-    from streamrestore.losses import VGG16Perceptual
+    from streamrestore.training.losses import VGG16Perceptual
 
     state, index, c = {}, 0, 3
     for v in VGG16Perceptual.LAYOUT:
@@ -395,8 +395,8 @@ from media import make_clip
 from streamrestore.backends.registry import create_backend
 from streamrestore.errors import UserError
 from streamrestore.io import open_source
-from streamrestore.pipeline import run_streams
-from streamrestore.streams import StreamSpec
+from streamrestore.runtime.pipeline import run_streams
+from streamrestore.runtime.streams import StreamSpec
 
 class FailingSink:
     def __init__(self): self.frames = 0

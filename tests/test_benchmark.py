@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from streamrestore.checkpoint import save_model
-from streamrestore.training import build_model
+from streamrestore.model.checkpoint import save_model
+from streamrestore.training.loop import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "latency.py"

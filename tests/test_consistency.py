@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from conftest import perturbed_model
-from streamrestore.consistency import ConsistencyModel
-from streamrestore.sampler import NoisePolicy, sample, sampling_times
-from streamrestore.sde import MeanRevertingSchedule, noise_from_origin
+from streamrestore.model.consistency import ConsistencyModel
+from streamrestore.model.sampler import NoisePolicy, sample, sampling_times
+from streamrestore.model.sde import MeanRevertingSchedule, noise_from_origin
 
 
 def test_boundary_values():
@@ -37,7 +37,7 @@ def test_noise_form_recovers_x0_and_agrees_with_origin_form():
     s = MeanRevertingSchedule.create()
     x0, mu, z = torch.rand(3, 3, 8, 8), torch.rand(3, 3, 8, 8), torch.randn(3, 3, 8, 8)
     t = torch.tensor([5, 50, 100])
-    from streamrestore.sde import mean_reverting_marginal
+    from streamrestore.model.sde import mean_reverting_marginal
 
     x_t = mean_reverting_marginal(s, x0, mu, t, z)
     noise_model = ConsistencyModel(_Oracle(z), s, "noise")
@@ -145,7 +145,7 @@ def test_restorer_odd_sizes_keep_shape_and_dtype(tiny_weights, size):
 
 def test_default_noise_policy_comes_from_the_model_card(tmp_path):
     from streamrestore import Restorer
-    from streamrestore.checkpoint import save_model
+    from streamrestore.model.checkpoint import save_model
 
     path = tmp_path / "w.safetensors"
     save_model(path, perturbed_model(), {"task": "denoise", "noise_policy": {"default": "zero"}})

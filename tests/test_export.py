@@ -9,11 +9,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from streamrestore import engine_cache
-from streamrestore.checkpoint import save_model
+from streamrestore.backends import engine_cache
+from streamrestore.model.checkpoint import save_model
 from streamrestore.cli import main as cli_main
-from streamrestore.export import OPSET, OUTPUT, build_graph, export_onnx, noise_shape
-from streamrestore.training import build_model
+from streamrestore.backends.export import OPSET, OUTPUT, build_graph, export_onnx, noise_shape
+from streamrestore.training.loop import build_model
 
 SIZES = [(37, 53), (64, 48)]
 
@@ -164,7 +164,7 @@ def test_cli_missing_tensorrt_is_one_line(tmp_path, capsys):
 def test_graph_cache_key_holds_the_export_code(tmp_path, monkeypatch, tiny_weights):
     """A graph cached by older export code is not reused after the code changes."""
     from streamrestore.backends import onnxruntime_backend
-    from streamrestore.checkpoint import load_model
+    from streamrestore.model.checkpoint import load_model
 
     monkeypatch.setenv("STREAMRESTORE_CACHE", str(tmp_path / "cache"))
     model = load_model(tiny_weights)

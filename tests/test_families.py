@@ -1,4 +1,4 @@
-"""The families each task trains on and is graded over (streamrestore.degradations): noise, blur and exposure."""
+"""The families each task trains on and is graded over (streamrestore.tasks.degradations): noise, blur and exposure."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streamrestore.degradations import (BLUR_FAMILIES, EXPOSURE_FAMILIES, FAMILIES, NOISE_FAMILIES, add_chroma_noise,
+from streamrestore.tasks.degradations import (BLUR_FAMILIES, EXPOSURE_FAMILIES, FAMILIES, NOISE_FAMILIES, add_chroma_noise,
                                         blur_kernel, family_uint8, jpeg, noise_params, sensor_noise)
 
 

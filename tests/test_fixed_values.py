@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from streamrestore import degradations as deg
+from streamrestore.tasks import degradations as deg
 from streamrestore.io.base import DecodedFrame
-from streamrestore.metrics import psnr_y, rgb_to_y, ssim_y
-from streamrestore.report import STAGES, LatencyReport
-from streamrestore.sampler import NoisePolicy, sample
-from streamrestore.sde import MeanRevertingSchedule
+from streamrestore.evaluation.metrics import psnr_y, rgb_to_y, ssim_y
+from streamrestore.runtime.report import STAGES, LatencyReport
+from streamrestore.model.sampler import NoisePolicy, sample
+from streamrestore.model.sde import MeanRevertingSchedule
 
 # ---------------------------------------------------------------------------------------------
 # sample(): Algorithm 3 with a stand-in network whose output is a known function
@@ -28,7 +28,7 @@ LAM, EPS, T = 10 / 255, 0.005, 100
 
 
 def decay_by_hand(t: int) -> float:
-    """exp(-thetabar_t), from DESIGN.md s.1 written out again in float64 (not through streamrestore.sde).
+    """exp(-thetabar_t), from DESIGN.md s.1 written out again in float64 (not through streamrestore.model.sde).
 
     theta_k = min(1 - abar_k / abar_{k-1}, 0.999), abar_k = cos^2(((k/T + s) / (1 + s)) pi/2), s = 0.008;
     thetabar_t = dt sum_{k<=t} theta_k with dt such that exp(-thetabar_T) = eps, so
@@ -266,7 +266,7 @@ def test_clip_sampler_keeps_its_parameters_per_clip():
 
 
 # ---------------------------------------------------------------------------------------------
-# Y-PSNR and SSIM (streamrestore.metrics): BT.601 studio-range luma, peak 255
+# Y-PSNR and SSIM (streamrestore.evaluation.metrics): BT.601 studio-range luma, peak 255
 # ---------------------------------------------------------------------------------------------
 
 def _grey(level: int, h=32, w=32) -> np.ndarray:
@@ -336,7 +336,7 @@ def test_ssim_of_an_inverted_pattern_by_hand():
 
 
 # ---------------------------------------------------------------------------------------------
-# the latency report summary (streamrestore.report)
+# the latency report summary (streamrestore.runtime.report)
 # ---------------------------------------------------------------------------------------------
 
 def _frame(index: int, restore: float, **timings) -> DecodedFrame:

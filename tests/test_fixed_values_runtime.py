@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 
 from streamrestore.cli import build_parser
-from streamrestore.commands.live import apply_profile, live_source_options, open_output
+from streamrestore.cli.live import apply_profile, live_source_options, open_output
 from streamrestore.errors import UserError
 from streamrestore.io import open_sink
 from streamrestore.io.base import DecodedFrame, StreamInfo
 from streamrestore.io.images import ImageSink
 from streamrestore.io.rtsp import ReconnectPolicy, SegmentedSink
 from streamrestore.io.video import VideoFileSink
-from streamrestore.profiles import profile_settings
-from streamrestore.streams import StreamSpec, load_streams
+from streamrestore.runtime.profiles import profile_settings
+from streamrestore.runtime.streams import StreamSpec, load_streams
 
 # ---------------------------------------------------------------------------------------------
 # profiles: the command line wins over the profile, the profile over the defaults

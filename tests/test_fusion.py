@@ -1,4 +1,4 @@
-"""streamrestore.fusion.RecursiveFusion: it averages noise away on still content without bias, moving
+"""streamrestore.runtime.fusion.RecursiveFusion: it averages noise away on still content without bias, moving
 objects leave no ghost, a new size starts afresh and a cut found by the stream state clears it."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streamrestore.fusion import RecursiveFusion
+from streamrestore.runtime.fusion import RecursiveFusion
 
 
 def scene(width: int = 96, height: int = 72) -> np.ndarray:
@@ -75,8 +75,8 @@ def test_starts_afresh_on_a_new_size_and_on_request():
 
 
 def test_a_cut_seen_by_the_stream_state_clears_the_fusion():
-    """Cuts are the stream state's to find (streamrestore.temporal); it clears the fusion it holds."""
-    from streamrestore.temporal import StreamHistory
+    """Cuts are the stream state's to find (streamrestore.runtime.temporal); it clears the fusion it holds."""
+    from streamrestore.runtime.temporal import StreamHistory
 
     rng = np.random.default_rng(4)
     history = StreamHistory(RecursiveFusion())

@@ -18,7 +18,7 @@ import pytest
 
 from streamrestore.backends.registry import create_backend
 from streamrestore.errors import UserError
-from streamrestore.metrics import psnr_y
+from streamrestore.evaluation.metrics import psnr_y
 
 ov = pytest.importorskip("openvino")
 CLI = [sys.executable, "-m", "streamrestore.cli"]
@@ -85,7 +85,7 @@ def test_bf16_is_close_to_fp32_and_really_bf16(weights):
 
 
 def test_int8_is_calibrated_on_the_training_split_and_keyed_on_it(weights, photographs, tmp_path):
-    from streamrestore.quantize import calibration_files
+    from streamrestore.backends.quantize import calibration_files
 
     assert [p.name for p in calibration_files(photographs)] == ["p0.png", "p1.png", "p2.png", "p3.png", "p4.png",
                                                                "p6.png"]  # p5 is held out

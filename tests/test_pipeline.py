@@ -11,8 +11,8 @@ from media import make_clip, make_images, probe
 from streamrestore.backends.base import PassthroughBackend
 from streamrestore.errors import UserError
 from streamrestore.io import open_sink, open_source
-from streamrestore.pipeline import run_pipeline
-from streamrestore.report import STAGES, LatencyReport
+from streamrestore.runtime.pipeline import run_pipeline
+from streamrestore.runtime.report import STAGES, LatencyReport
 
 
 class _Failing(PassthroughBackend):

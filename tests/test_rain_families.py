@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streamrestore.degradations import RAIN_FAMILIES, eval_rain, rain_family_uint8, rain_layers, random_rain
+from streamrestore.tasks.degradations import RAIN_FAMILIES, eval_rain, rain_family_uint8, rain_layers, random_rain
 from streamrestore.io.images import split_folders, split_holdout
 
 

@@ -189,8 +189,8 @@ def test_publish_and_read_back(rtsp_server):
 @pytest.mark.rtsp
 def test_two_feeds_on_one_engine_one_dies(rtsp_server_factory, tmp_path):
     from streamrestore.backends.base import PassthroughBackend
-    from streamrestore.pipeline import run_streams
-    from streamrestore.streams import StreamSpec
+    from streamrestore.runtime.pipeline import run_streams
+    from streamrestore.runtime.streams import StreamSpec
 
     servers = [rtsp_server_factory(), rtsp_server_factory()]
     specs = [StreamSpec(name=f"s{i}", input=s.url("cam"), output=str(tmp_path / f"s{i}.mp4")) for i, s in enumerate(servers)]
@@ -228,8 +228,8 @@ def test_cli_streams_yaml_and_live_options(rtsp_server, tmp_path):
 @pytest.mark.rtsp
 def test_temporal_state_resets_when_the_camera_reconnects(rtsp_server, temporal_weights):
     from streamrestore.backends.registry import create_backend
-    from streamrestore.pipeline import run_pipeline
-    from streamrestore.report import LatencyReport
+    from streamrestore.runtime.pipeline import run_pipeline
+    from streamrestore.runtime.report import LatencyReport
 
     engine = create_backend("denoise", backend="torch", device="cpu", weights=str(temporal_weights), noise="zero")
     source = RtspSource(rtsp_server.url("cam"), duration=7.0, stall_timeout=1.0, reconnect=FAST_RETRY)

@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _entry() -> list[str]:
     """`python -m streamrestore.cli` once every subcommand module exists, else the run command alone."""
     commands = ("train", "evaluate", "export", "run")
-    whole = all(importlib.util.find_spec(f"streamrestore.commands.{m}") for m in commands)
-    return [sys.executable, "-m", "streamrestore.cli" if whole else "streamrestore.commands.run"] + (["run"] if whole else [])
+    whole = all(importlib.util.find_spec(f"streamrestore.cli.{m}") for m in commands)
+    return [sys.executable, "-m", "streamrestore.cli" if whole else "streamrestore.cli.run"] + (["run"] if whole else [])
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:

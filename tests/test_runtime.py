@@ -1,4 +1,4 @@
-"""The one runtime (streamrestore.pipeline) with in-memory feeds: one feed is the case N = 1 of several, so
+"""The one runtime (streamrestore.runtime.pipeline) with in-memory feeds: one feed is the case N = 1 of several, so
 both report the same facts; several feeds share engine calls, keep their order and fail alone."""
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from streamrestore.backends.base import PassthroughBackend
 from streamrestore.errors import UserError
 from streamrestore.io.base import DecodedFrame, StreamInfo
-from streamrestore.pipeline import run_pipeline, run_streams
-from streamrestore.report import LatencyReport
-from streamrestore.streams import StreamSpec
+from streamrestore.runtime.pipeline import run_pipeline, run_streams
+from streamrestore.runtime.report import LatencyReport
+from streamrestore.runtime.streams import StreamSpec
 
 
 def _image(height: int, width: int, index: int) -> np.ndarray:

@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from streamrestore.sde import (MeanRevertingSchedule, cosine_theta_schedule, marginal_mean, mean_reverting_marginal,
+from streamrestore.model.sde import (MeanRevertingSchedule, cosine_theta_schedule, marginal_mean, mean_reverting_marginal,
                                noise_from_origin, origin_from_noise)
 
 

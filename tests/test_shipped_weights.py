@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from streamrestore import Restorer
-from streamrestore.checkpoint import card_path
-from streamrestore.degradations import TASKS, eval_degrade_uint8
+from streamrestore.model.checkpoint import card_path
+from streamrestore.tasks.degradations import TASKS, eval_degrade_uint8
 from streamrestore.io.sample import SampleClip
-from streamrestore.metrics import psnr_y
+from streamrestore.evaluation.metrics import psnr_y
 from streamrestore.tasks import shipped_weights
 
 

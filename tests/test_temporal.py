@@ -16,15 +16,15 @@ from conftest import perturbed_model, temporal_model
 from media import make_clip, synth_image
 from streamrestore import Restorer
 from streamrestore.backends.registry import create_backend
-from streamrestore.checkpoint import save_model
-from streamrestore.consistency import ConsistencyModel
+from streamrestore.model.checkpoint import save_model
+from streamrestore.model.consistency import ConsistencyModel
 from streamrestore.io import open_sink, open_source
 from streamrestore.io.base import DecodedFrame, StreamInfo
-from streamrestore.network import add_history_input
-from streamrestore.pipeline import run_pipeline
-from streamrestore.report import LatencyReport
-from streamrestore.temporal import StreamHistory
-from streamrestore.training import build_model, load_initial_network, recurrent_history
+from streamrestore.model.network import add_history_input
+from streamrestore.runtime.pipeline import run_pipeline
+from streamrestore.runtime.report import LatencyReport
+from streamrestore.runtime.temporal import StreamHistory
+from streamrestore.training.loop import build_model, load_initial_network, recurrent_history
 
 
 def test_grown_network_starts_as_the_one_frame_network():
@@ -243,8 +243,8 @@ def test_restorer_stream_keeps_state_and_resets(temporal_weights):
 
 
 def test_two_feeds_keep_their_own_state(tmp_path, temporal_weights):
-    from streamrestore.pipeline import run_streams
-    from streamrestore.streams import StreamSpec
+    from streamrestore.runtime.pipeline import run_streams
+    from streamrestore.runtime.streams import StreamSpec
 
     engine = create_backend("denoise", backend="torch", device="cpu", weights=str(temporal_weights), noise="zero")
     a = make_clip(tmp_path / "a.mp4", frames=6, audio=False, qp=0, pix_fmt="yuv444p")

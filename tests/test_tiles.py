@@ -1,13 +1,13 @@
-"""Large frames restore in tiles (streamrestore.tiles): the whole-frame result in bounded memory."""
+"""Large frames restore in tiles (streamrestore.model.tiles): the whole-frame result in bounded memory."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from streamrestore import tiles
+from streamrestore.model import tiles
 from streamrestore.backends.registry import create_backend
-from streamrestore.network import SIZES, ConditionalNAFUNet, NAFBlock
+from streamrestore.model.network import SIZES, ConditionalNAFUNet, NAFBlock
 from streamrestore.restorer import Restorer
 from streamrestore.tasks import shipped_weights
 

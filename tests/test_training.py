@@ -7,9 +7,9 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import perturbed_model
-from streamrestore.checkpoint import load_model, save_model
-from streamrestore.losses import consistency_pair, fft_amplitude_l1, irc_m_loss, two_step_loss
-from streamrestore.training import TrainConfig, build_model, sample_pair_index, train, training_step
+from streamrestore.model.checkpoint import load_model, save_model
+from streamrestore.training.losses import consistency_pair, fft_amplitude_l1, irc_m_loss, two_step_loss
+from streamrestore.training.loop import TrainConfig, build_model, sample_pair_index, train, training_step
 
 
 def test_training_pair_shares_its_noise():
@@ -19,7 +19,7 @@ def test_training_pair_shares_its_noise():
     n = torch.tensor([10, 60])
     x_next, x_cur = consistency_pair(s, x0, mu, n, z)
     # recover the noise from each member: it must be the same z
-    from streamrestore.sde import noise_from_origin
+    from streamrestore.model.sde import noise_from_origin
 
     torch.testing.assert_close(noise_from_origin(s, x_next, mu, n + 1, x0), z, atol=1e-3, rtol=1e-3)
     torch.testing.assert_close(noise_from_origin(s, x_cur, mu, n, x0), z, atol=1e-3, rtol=1e-3)
@@ -46,7 +46,7 @@ def test_target_side_carries_no_gradient():
 
 def test_two_step_loss_scores_what_the_two_step_sampler_outputs():
     """The extra term is the OG loss of Algorithm 3's 2-step output, with gradient only through step 2."""
-    from streamrestore.sampler import sample
+    from streamrestore.model.sampler import sample
 
     model = perturbed_model()
     lq, hq = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
@@ -63,7 +63,7 @@ def test_two_step_loss_scores_what_the_two_step_sampler_outputs():
 
 def test_two_step_weight_trains_the_second_step():
     """Nonlinear fitting with --two-step-weight lowers the 2-step sampler's error on the data."""
-    from streamrestore.sampler import sample
+    from streamrestore.model.sampler import sample
 
     torch.manual_seed(0)
     model = build_model("small")
@@ -100,7 +100,7 @@ class _FixedBatches:
 
 def _one_step_error(model, data):
     """L1 to HQ of the one-step output (Algorithm 3, zero noise): what a user of the model sees."""
-    from streamrestore.sampler import sample
+    from streamrestore.model.sampler import sample
 
     with torch.no_grad():
         return float((sample(model, model.schedule, data.lq, [torch.zeros_like(data.lq)]) - data.hq).abs().mean())
@@ -157,7 +157,7 @@ def test_vgg16_perceptual_loads_only_a_given_file(tmp_path):
     from safetensors.torch import save_file
     from torch import nn
 
-    from streamrestore.losses import VGG16Perceptual
+    from streamrestore.training.losses import VGG16Perceptual
 
     state, index, c = {}, 0, 3
     for v in VGG16Perceptual.LAYOUT:

@@ -1,4 +1,4 @@
-"""The write guard (streamrestore.outputs), as a user meets it: real files, the real CLI in a subprocess.
+"""The write guard (streamrestore.io.outputs), as a user meets it: real files, the real CLI in a subprocess.
 
 Every path a command writes is checked before any work starts: never an input (symlinks and hard
 links count), never another output, never an existing file without --overwrite, a folder that
@@ -99,7 +99,7 @@ def test_run_refuses_a_folder_it_cannot_write(folder):
 
 def test_guard_refuses_a_folder_it_cannot_write(tmp_path, monkeypatch):
     """The same rule in-process, where the test runs as root: os.access is what the guard asks."""
-    from streamrestore import outputs
+    from streamrestore.io import outputs
     from streamrestore.errors import UserError
 
     monkeypatch.setattr(outputs.os, "access", lambda path, mode: False)

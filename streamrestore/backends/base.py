@@ -36,7 +36,7 @@ class Backend(Protocol):
     # asynchronous: bool
 
     # Temporal models (`temporal = True`) also take `previous`, each frame's previous restored frame
-    # (N, H, W, 3) uint8, the stream state of streamrestore.temporal: backend(frames, previous).
+    # (N, H, W, 3) uint8, the stream state of streamrestore.runtime.temporal: backend(frames, previous).
 
 
 class BackendUnavailable(UserError):
@@ -52,7 +52,7 @@ class LoadedModel:
     path: Path
     model: object  # the ConsistencyModel, float32 on the CPU; a backend copies it where it runs
     steps: int
-    noise: str  # fixed | fresh | zero (streamrestore.sampler.NoisePolicy)
+    noise: str  # fixed | fresh | zero (streamrestore.model.sampler.NoisePolicy)
     card: dict
     seed: int = 0
 

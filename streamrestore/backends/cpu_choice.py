@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from streamrestore import engine_cache
+from streamrestore.backends import engine_cache
 from streamrestore.atomic import atomic_write
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Frames too large for a whole-frame graph go to the torch backend's tiled path (streamrestore.tiles)."""
+"""Frames too large for a whole-frame graph go to the torch backend's tiled path (streamrestore.model.tiles)."""
 from __future__ import annotations
 
 import logging
@@ -6,7 +6,7 @@ import logging
 import numpy as np
 
 from streamrestore.backends.base import Done, check_batch
-from streamrestore.tiles import TILE_ABOVE, tiled
+from streamrestore.model.tiles import TILE_ABOVE, tiled
 
 log = logging.getLogger(__name__)
 

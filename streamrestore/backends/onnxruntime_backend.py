@@ -1,4 +1,4 @@
-"""ONNX Runtime backend: the exported graph (streamrestore.export) run by ONNX Runtime.
+"""ONNX Runtime backend: the exported graph (streamrestore.backends.export) run by ONNX Runtime.
 
 Providers: CPU (threads = os.cpu_count(), graph optimisation ALL); on `--device cuda` the
 TensorRT provider (FP16 with --fp16, its engine and timing caches on) when this onnxruntime has
@@ -16,11 +16,11 @@ import numpy as np
 import onnx
 import torch
 
-from streamrestore import engine_cache
+from streamrestore.backends import engine_cache
 from streamrestore.backends.base import BackendBase, BackendUnavailable, LoadedModel
 from streamrestore.errors import UserError
-from streamrestore.export import OPSET, OUTPUT, code_version, export_onnx, noise_shape
-from streamrestore.sampler import NoisePolicy
+from streamrestore.backends.export import OPSET, OUTPUT, code_version, export_onnx, noise_shape
+from streamrestore.model.sampler import NoisePolicy
 
 log = logging.getLogger(__name__)
 GPU_INSTALL = "pip uninstall -y onnxruntime && pip install onnxruntime-gpu"
@@ -73,10 +73,10 @@ def cached_onnx(model, weights: Path, steps: int, fp16: bool) -> Path:
 
 
 def graph_for(loaded: LoadedModel, precision: str, calibration: str | None) -> Path:
-    """The cached ONNX graph a runtime runs at `precision`: the int8 QDQ graph (streamrestore.quantize),
+    """The cached ONNX graph a runtime runs at `precision`: the int8 QDQ graph (streamrestore.backends.quantize),
     else the float graph, with an FP16 body for fp16 (bf16 runtimes take the FP32 graph and a hint)."""
     if precision == "int8":
-        from streamrestore.quantize import cached_int8_onnx
+        from streamrestore.backends.quantize import cached_int8_onnx
 
         return cached_int8_onnx(loaded.model, loaded.path, loaded.steps, loaded.task, calibration)
     return cached_onnx(loaded.model, loaded.path, loaded.steps, precision == "fp16")
@@ -106,9 +106,9 @@ class OnnxRuntimeBackend(BackendBase):
 
     def __init__(self, loaded: LoadedModel, device: str = "auto", precision: str | None = None,
                  threads: int | None = None, calibration: str | None = None):
-        """precision: fp32, fp16 (default on CUDA) or int8 (the QDQ graph of streamrestore.quantize, CPU);
+        """precision: fp32, fp16 (default on CUDA) or int8 (the QDQ graph of streamrestore.backends.quantize, CPU);
         threads: intra-op threads (default: os.cpu_count()); given, a thread plan is in effect
-        (streamrestore.threads) and the workers do not spin-wait between operators."""
+        (streamrestore.backends.threads) and the workers do not spin-wait between operators."""
         super().__init__(loaded)
         ort = _import_ort()
         self.device = resolve_device(device)

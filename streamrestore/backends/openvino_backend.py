@@ -1,4 +1,4 @@
-"""OpenVINO backend: the exported graph (streamrestore.export) run by OpenVINO's CPU plugin (issue 16).
+"""OpenVINO backend: the exported graph (streamrestore.backends.export) run by OpenVINO's CPU plugin (issue 16).
 
 The same dynamic-size ONNX graph as onnxruntime (its engine-cache entry, `cached_onnx`), read by
 OpenVINO and compiled once per input shape (a static shape ran 480p in 41 ms here against 56 ms
@@ -7,7 +7,7 @@ for the dynamic graph). Precisions:
 - fp32: inference precision f32 (set explicitly: on CPUs with AMX OpenVINO's default is bf16);
 - bf16: inference precision bf16 where the CPU has it (AVX-512 BF16 or AMX); the plugin keeps the
   graph's tail — the OECF arithmetic, clamp and rounding after the last convolution — in f32;
-- int8: the QDQ graph of streamrestore.quantize (int8 convolutions, everything else f32).
+- int8: the QDQ graph of streamrestore.backends.quantize (int8 convolutions, everything else f32).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from streamrestore.backends.base import BackendBase, BackendUnavailable, LoadedModel
 from streamrestore.backends.onnxruntime_backend import NoiseFeed, graph_for
-from streamrestore.sampler import NoisePolicy
+from streamrestore.model.sampler import NoisePolicy
 
 log = logging.getLogger(__name__)
 INSTALL = "pip install openvino (or pip install -e '.[cpu]')"

@@ -49,13 +49,13 @@ def create_backend(task: str, *, backend: str = "auto", device: str = "auto", st
                    threads: int | None = None, calibration: str | None = None, tile: int | None = None) -> Backend:
     """Build the backend that restores frames of `task` (N,H,W,3 uint8 RGB -> same).
 
-    temporal: without `weights`, load the task's shipped video model (streamrestore.temporal) where
+    temporal: without `weights`, load the task's shipped video model (streamrestore.runtime.temporal) where
     there is one; the backend's `temporal` attribute says whether the model that runs is one.
     compile: the torch backend through torch.compile (`--compile`); auto then means torch.
     precision: fp32, fp16, bf16 or int8 (`--precision`; overrides fp16), among the backend's PRECISIONS;
     auto then tries only the backends that run it. threads: inference threads (onnxruntime, openvino).
-    calibration: the folder of clean photographs int8 calibrates on (streamrestore.quantize).
-    tile: frames above streamrestore.tiles.TILE_ABOVE pixels restore in tiles of this side (default
+    calibration: the folder of clean photographs int8 calibrates on (streamrestore.backends.quantize).
+    tile: frames above streamrestore.model.tiles.TILE_ABOVE pixels restore in tiles of this side (default
     tiles.TILE) on the torch backend, whichever backend runs the others (backends.large_frames), so
     memory stays bounded whatever the size; 0: never.
     Task and step count are checked here, once, for every backend; the weights, their noise policy and
@@ -69,7 +69,7 @@ def create_backend(task: str, *, backend: str = "auto", device: str = "auto", st
     if backend not in BACKEND_NAMES:
         raise UserError(f"--backend {backend!r} is not known; use one of {', '.join(BACKEND_NAMES)}")
     check_precision(backend, precision, compile)
-    from streamrestore.tiles import check_tile
+    from streamrestore.model.tiles import check_tile
 
     kwargs = dict(loaded=_Loader(task, weights, steps, noise, temporal), fp16=fp16, precision=precision,
                   threads=threads, calibration=calibration, tile=check_tile(tile))
@@ -109,7 +109,7 @@ class _Loader:
         self._loaded: dict[Path, LoadedModel] = {}
 
     def __call__(self, device: str) -> LoadedModel:
-        from streamrestore.checkpoint import load_model, read_card, recommended_noise
+        from streamrestore.model.checkpoint import load_model, read_card, recommended_noise
         from streamrestore.tasks import default_weights
 
         path = Path(self.weights) if self.weights else default_weights(self.task, device, self.temporal)

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamrestore import engine_cache
+from streamrestore.backends import engine_cache
 from streamrestore.atomic import atomic_write
 from streamrestore.backends.base import BackendBase, BackendUnavailable, LoadedModel
 from streamrestore.backends.onnxruntime_backend import NoiseFeed, cached_onnx
-from streamrestore.export import OUTPUT, noise_shape
-from streamrestore.sampler import NoisePolicy
+from streamrestore.backends.export import OUTPUT, noise_shape
+from streamrestore.model.sampler import NoisePolicy
 
 log = logging.getLogger(__name__)
 INSTALL = "pip install 'streamrestore[gpu]' (tensorrt>=10 on a machine with an NVIDIA GPU)"

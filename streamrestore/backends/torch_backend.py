@@ -15,9 +15,9 @@ import torch
 
 from streamrestore.backends.base import BackendBase, LoadedModel, check_batch
 from streamrestore.errors import UserError
-from streamrestore.frames import RestoreFrames, noise_shape
-from streamrestore.sampler import NoisePolicy
-from streamrestore.tiles import check_tile, restore_tiled, tiled
+from streamrestore.model.frames import RestoreFrames, noise_shape
+from streamrestore.model.sampler import NoisePolicy
+from streamrestore.model.tiles import check_tile, restore_tiled, tiled
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +33,20 @@ def resolve_device(device: str) -> str:
 
 
 class FrameRestorer(torch.nn.Module):
-    """uint8 (N, H, W, 3) RGB -> uint8 (N, H, W, 3): streamrestore.frames.RestoreFrames with the noise of
+    """uint8 (N, H, W, 3) RGB -> uint8 (N, H, W, 3): streamrestore.model.frames.RestoreFrames with the noise of
     the stream's NoisePolicy, compiled or tiled as asked.
 
     A temporal model also takes `previous`, each frame's previous restored frame (N, H, W, 3) uint8
-    (the frame itself where a stream starts afresh, streamrestore.temporal).
+    (the frame itself where a stream starts afresh, streamrestore.runtime.temporal).
 
     compile: run `restore` through torch.compile (Inductor; on CUDA with CUDA graphs, mode
     "reduce-overhead"), one static graph per frame size: a batch smaller than the largest seen at
     that size (a file's last one) is padded to it, so it replays the same graph instead of compiling
     anew. If compilation fails, the eager path takes over with one warning line.
 
-    tile: frames of more than streamrestore.tiles.TILE_ABOVE pixels are restored eagerly in tiles of
+    tile: frames of more than streamrestore.model.tiles.TILE_ABOVE pixels are restored eagerly in tiles of
     `tile` pixels (default tiles.TILE), in bounded memory and with the whole-frame result
-    (streamrestore.tiles); 0: never.
+    (streamrestore.model.tiles); 0: never.
     """
 
     def __init__(self, model, steps: int, noise: NoisePolicy, compile: bool = False, tile: int | None = None):
@@ -112,7 +112,7 @@ class TorchBackend(BackendBase):
 
     def __init__(self, loaded: LoadedModel, device: str = "auto", fp16: bool | None = None, compile: bool = False,
                  tile: int | None = None):
-        """tile: frames above streamrestore.tiles.TILE_ABOVE pixels restore in tiles of this side
+        """tile: frames above streamrestore.model.tiles.TILE_ABOVE pixels restore in tiles of this side
         (default tiles.TILE; 0: never), in bounded memory and with the whole-frame result."""
         super().__init__(loaded)
         self.device = resolve_device(device)

@@ -74,8 +74,8 @@ def image_folder_target(spec: str, info: StreamInfo) -> tuple[str | None, str]:
 
 def check_output(output: str, input_spec: str, *, overwrite: bool) -> None:
     """Refuse to write over the input, or over an existing output without --overwrite (one OUTPUT;
-    streamrestore.outputs.check_writes is the guard for every file a run writes)."""
-    from streamrestore.outputs import Read, Write, check_writes
+    streamrestore.io.outputs.check_writes is the guard for every file a run writes)."""
+    from streamrestore.io.outputs import Read, Write, check_writes
 
     check_writes([Write("-o", output, frames=True)], [Read("the INPUT", input_spec)], overwrite=overwrite)
 

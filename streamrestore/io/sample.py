@@ -2,7 +2,7 @@
 
 So `streamrestore run sample --task derain -o restored.mp4` works with no file of the user's.
 The clean scene is drawn here (no media is shipped); the degradation is the task's evaluation
-recipe from `streamrestore.degradations`, seeded per frame.
+recipe from `streamrestore.tasks.degradations`, seeded per frame.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from streamrestore.degradations import EVAL_SAMPLERS, eval_degrade_uint8
+from streamrestore.tasks.degradations import EVAL_SAMPLERS, eval_degrade_uint8
 from streamrestore.errors import UserError
 from streamrestore.io.base import DecodedFrame, StreamInfo
 

@@ -1,0 +1,134 @@
+"""`streamrestore train`: two-stage IR-CM consistency training (or the CNN-baseline control)."""
+from __future__ import annotations
+
+import datetime
+import sys
+from pathlib import Path
+
+from streamrestore.choices import HOLDOUT_EVERY, SIZE_NAMES, TASKS
+from streamrestore.errors import UserError
+from streamrestore.cli.options import choice, fraction, positive_float, positive_int
+from streamrestore.io.outputs import OVERWRITE_HINT, Read, Write, check_writes
+from streamrestore.training.config import STAGE_CHOICES, TrainConfig
+
+
+def add_parser(subparsers, name: str) -> None:
+    p = subparsers.add_parser(name, help="train an IR-CM checkpoint for a task",
+                              description="Train IR-CM with synthetic degradations of clean photographs (--data) "
+                                          "or on a paired lq/ + gt/ dataset (--paired).")
+    p.add_argument("--task", required=True, type=choice("--task", TASKS))
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", nargs="+", metavar="FOLDER",
+                        help="folders of clean RGB photographs (degraded on the fly, seeded); each holds out its own "
+                             "every --holdout-every-th image by name")
+    source.add_argument("--paired", help="folder with lq/ and gt/ subfolders of matching file names")
+    p.add_argument("--out", required=True, help="weights to write (.safetensors); the model card goes beside it (.json)")
+    p.add_argument("--size", default=TrainConfig.size, type=choice("--size", SIZE_NAMES))
+    p.add_argument("--stage", default="both", type=choice("--stage", tuple(STAGE_CHOICES)),
+                   help="linear fitting, nonlinear fitting, both in turn, or the plain-L1 CNN-baseline")
+    p.add_argument("--iters", default=TrainConfig.iters, type=positive_int("--iters"), help="iterations per stage")
+    p.add_argument("--batch", default=TrainConfig.batch, type=positive_int("--batch"))
+    p.add_argument("--patch", default=TrainConfig.patch, type=positive_int("--patch", minimum=32, multiple=16))
+    p.add_argument("--lr", default=TrainConfig.lr, type=positive_float("--lr"))
+    p.add_argument("--sampling-time-fraction", default=TrainConfig.sampling_time_fraction,
+                   type=fraction("--sampling-time-fraction"),
+                   help="share of training pairs placed at the times sampling evaluates (T, T/2, T/4)")
+    p.add_argument("--two-step-weight", default=TrainConfig.two_step_weight,
+                   type=positive_float("--two-step-weight", zero_ok=True),
+                   help="in nonlinear fitting, also train on the 2-step sampler's own output with this weight "
+                        "(not in the paper; 0 keeps the paper's loss)")
+    p.add_argument("--clip-frames", default=TrainConfig.clip_frames, type=positive_int("--clip-frames", minimum=0),
+                   help="train the temporal (recurrent) model on pseudo-clips of this many frames made from "
+                        "--data (camera paths and moving objects); with --init a one-frame checkpoint, its "
+                        "weights start the temporal model. 0: the one-frame model")
+    p.add_argument("--seed", default=TrainConfig.seed, type=int)
+    p.add_argument("--holdout-every", default=HOLDOUT_EVERY, type=positive_int("--holdout-every", minimum=0),
+                   help="hold out every N-th image of --data (sorted by name) for eval; 0 holds none out")
+    p.add_argument("--device", default=TrainConfig.device, type=choice("--device", ("cpu", "cuda")))
+    p.add_argument("--init", help="start from these weights (e.g. stage 2 from a stage-1 checkpoint)")
+    p.add_argument("--perceptual-weights", help="VGG16 weights file (torchvision key names) for the paper's perceptual "
+                                                "term; without it an FFT-amplitude L1 substitute is used")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint state beside --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out, .json and .train.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=main)
+
+
+def check_outputs(args, out: Path) -> None:
+    """--out, its model card and its training state go through the write guard (streamrestore.io.outputs);
+    --resume reuses them when there is a training state to continue."""
+    from streamrestore.model.checkpoint import card_path
+    from streamrestore.training.loop import state_path
+
+    resumable = state_path(out).is_file()
+    hint = ("pass --resume to continue that training, --overwrite to start afresh, or choose another --out"
+            if resumable else OVERWRITE_HINT)
+    reuse = args.resume and resumable
+    writes = [Write("--out", str(out), may_exist=reuse),
+              Write("--out (its model card)", str(card_path(out)), may_exist=reuse),
+              Write("--out (its training state)", str(state_path(out)), may_exist=reuse)]
+    reads = [Read("the --init weights", args.init), Read("the --perceptual-weights file", args.perceptual_weights),
+             *(Read("the --data folder", folder) for folder in args.data or ()), Read("the --paired folder", args.paired)]
+    check_writes(writes, reads, overwrite=args.overwrite, hint=hint)
+
+
+def check_patch(patch: int, pairs, folder: str, paired: bool) -> None:
+    """UserError when --patch is bigger than the training images, with the largest patch that fits. Photographs
+    smaller than the patch are scaled up (one larger image is enough); the crops of every pair must be the patch."""
+    sizes = [image.shape[:2] for image in pairs.images] if not paired else [a.shape[:2] for a, _ in pairs.pairs]
+    side = (max if not paired else min)(min(size) for size in sizes)
+    if patch <= side:
+        return
+    h, w = next(size for size in sizes if min(size) == side)
+    which = f"the smallest pair in {folder} (it is" if paired else f"every training image in {folder} (the largest is"
+    raise UserError(f"--patch {patch}: bigger than {which} {w}x{h}); use --patch {max(32, side // 16 * 16)} or less")
+
+
+def main(args) -> int:
+    import torch
+
+    from streamrestore.training.data import PairedPatches, SyntheticClips, SyntheticPairs
+    from streamrestore.io.images import paired_files, split_folders
+    from streamrestore.training.loop import train
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise UserError(f"--out {out}: weights are written as safetensors; name the file *.safetensors")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible to PyTorch; use --device cpu")
+    if args.perceptual_weights and not Path(args.perceptual_weights).is_file():
+        raise UserError(f"--perceptual-weights {args.perceptual_weights}: no such file")
+    if args.init and not Path(args.init).is_file():
+        raise UserError(f"--init {args.init}: no such file")
+    check_outputs(args, out)
+    if args.data:
+        files, held = split_folders(args.data, args.holdout_every)
+        if args.clip_frames:
+            pairs = SyntheticClips(files, args.task, args.patch, args.clip_frames, args.seed)
+        else:
+            pairs = SyntheticPairs(files, args.task, args.patch, args.seed)
+        data = {"kind": "synthetic degradations of clean photographs", "folder": ", ".join(args.data),
+                "images": [f.name for f in files], "held_out": [f.name for f in held],
+                "degradation": f"streamrestore.tasks.degradations.TRAIN_SAMPLERS[{args.task!r}]"}
+        if args.clip_frames:
+            data.update(kind=f"pseudo-clips of {args.clip_frames} frames from clean photographs (streamrestore.training.data."
+                             "SyntheticClips: camera paths, moving pasted objects)",
+                        degradation=f"streamrestore.tasks.degradations.CLIP_SAMPLERS[{args.task!r}] (parameters fixed per "
+                                    "clip, noise fresh per frame)")
+    elif args.clip_frames:
+        raise UserError("--clip-frames needs --data (pseudo-clips are made from clean photographs)")
+    else:
+        pair_list = paired_files(args.paired)
+        pairs = PairedPatches(pair_list, args.patch, args.seed)
+        data = {"kind": "paired lq/gt", "folder": str(args.paired), "pairs": len(pair_list)}
+    check_patch(args.patch, pairs, ", ".join(args.data) if args.data else args.paired, paired=not args.data)
+    config = TrainConfig(task=args.task, size=args.size, stages=STAGE_CHOICES[args.stage], iters=args.iters,
+                         batch=args.batch, patch=args.patch, lr=args.lr, seed=args.seed, device=args.device,
+                         sampling_time_fraction=args.sampling_time_fraction, two_step_weight=args.two_step_weight,
+                         perceptual_weights=args.perceptual_weights, clip_frames=args.clip_frames)
+    card = {"date": datetime.date.today().isoformat(), "data": data,
+            "kind": "cnn-baseline" if args.stage == "baseline" else "ir-cm"}
+    train(config, pairs, out, resume=args.resume, card=card, progress=not args.quiet and sys.stderr.isatty(),
+          init_weights=args.init)
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+    return 0

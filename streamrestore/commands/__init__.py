@@ -1,1 +1,0 @@
-"""CLI subcommands: each module has `add_parser(subparsers)` and `main(args) -> int`."""

@@ -1,0 +1,1 @@
+"""Quality measurement: Y-PSNR / SSIM and the tables of `streamrestore eval`."""

@@ -1,0 +1,1 @@
+"""The runtime: decode -> restore -> encode stages, profiles, reports and the temporal state."""

@@ -1,0 +1,1 @@
+"""Training IR-CM: settings, data, losses and the loop."""

@@ -1,0 +1,151 @@
+"""Training batches: random patches of clean photographs degraded on the fly, or of lq/gt pairs."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from streamrestore.tasks.degradations import CLIP_SAMPLERS, SCENE_SAMPLERS, TRAIN_SAMPLERS
+from streamrestore.io.images import read_rgb8
+
+MARGIN = 16  # degrade a larger crop, then cut the border, so blur kernels see real neighbours
+
+
+def _augment(patches: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """The same random flip / 90-degree rotation applied to every array of one sample."""
+    k, flip = int(rng.integers(4)), bool(rng.integers(2))
+    return [np.rot90(p[:, ::-1] if flip else p, k) for p in patches]
+
+
+def _random_crop(images: list[np.ndarray], size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    h, w = images[0].shape[:2]
+    y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    return [im[y:y + size, x:x + size] for im in images]
+
+
+def to_tensor(batch: list[np.ndarray]) -> torch.Tensor:
+    """(H, W, 3) float32 arrays -> (N, 3, H, W) tensor."""
+    return torch.from_numpy(np.stack(batch).transpose(0, 3, 1, 2).copy())
+
+
+class SyntheticPairs:
+    """(lq, hq) batches: clean patches at a random scale (0.35-1.0), degraded by the task's train sampler."""
+
+    def __init__(self, files, task: str, patch: int, seed: int = 0):
+        self.images = [read_rgb8(f) for f in files]
+        self.degrade = TRAIN_SAMPLERS[task]
+        self.scene = SCENE_SAMPLERS.get(task, lambda image, rng: image)
+        self.patch = patch
+        self.rng = np.random.default_rng(seed)
+
+    def _clean_patch(self) -> np.ndarray:
+        image = self.images[int(self.rng.integers(len(self.images)))]
+        side = self.patch + 2 * MARGIN
+        scale = self.rng.uniform(0.35, 1.0)
+        src = min(int(side / scale), *image.shape[:2])
+        (crop,) = _random_crop([image], src, self.rng)
+        crop = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
+        (crop,) = _augment([crop], self.rng)
+        return self.scene(np.ascontiguousarray(crop, dtype=np.float32) / 255, self.rng)
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        lq, hq = [], []
+        for _ in range(size):
+            clean = self._clean_patch()
+            degraded = self.degrade(clean, self.rng)
+            cut = slice(MARGIN, MARGIN + self.patch)
+            lq.append(degraded[cut, cut])
+            hq.append(clean[cut, cut])
+        return to_tensor(lq), to_tensor(hq)
+
+
+def camera_path(rng: np.random.Generator, frames: int, side: int, static: bool) -> list[np.ndarray]:
+    """2x3 affine maps of a hand-held or panning camera: a drift of up to ~4 px per frame plus jitter,
+    rotation up to ~0.6 degrees and zoom up to ~1 % per frame, about the frame centre (`static`: identity)."""
+    if static:
+        return [np.float32([[1, 0, 0], [0, 1, 0]]) for _ in range(frames)]
+    velocity, spin, zoom = rng.normal(0, 2.0, 2), rng.normal(0, 0.3), rng.normal(0, 0.005)
+    maps = []
+    for k in range(frames):
+        shift = velocity * k + rng.normal(0, 0.5, 2) * (k > 0)
+        m = cv2.getRotationMatrix2D((side / 2, side / 2), spin * k, 1 + zoom * k)
+        m[:, 2] += shift
+        maps.append(m.astype(np.float32))
+    return maps
+
+
+def paste_object(frame: np.ndarray, sprite: np.ndarray, mask: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Alpha-blend `sprite` (h, w, 3) with soft `mask` (h, w, 1) into `frame` centred at `centre` (x, y), clipped."""
+    h, w = sprite.shape[:2]
+    x0, y0 = int(round(centre[0] - w / 2)), int(round(centre[1] - h / 2))
+    fy, fx = slice(max(0, y0), min(frame.shape[0], y0 + h)), slice(max(0, x0), min(frame.shape[1], x0 + w))
+    sy, sx = slice(fy.start - y0, fy.stop - y0), slice(fx.start - x0, fx.stop - x0)
+    if fy.stop > fy.start and fx.stop > fx.start:
+        a = mask[sy, sx]
+        frame[fy, fx] = frame[fy, fx] * (1 - a) + sprite[sy, sx] * a
+    return frame
+
+
+class SyntheticClips(SyntheticPairs):
+    """(lq, hq) pseudo-clips of shape (K, N, 3, P, P): a clean photograph seen by a moving (or, for a
+    share of clips, static) camera, with 0-2 objects cut from other photographs moving on their own
+    paths; the task's clip sampler keeps the degradation's parameters over the clip while its noise,
+    rain streaks and grain are drawn fresh every frame."""
+
+    def __init__(self, files, task: str, patch: int, frames: int, seed: int = 0, static_share: float = 0.4):
+        super().__init__(files, task, patch, seed)
+        self.frames, self.static_share = frames, static_share
+        self.clip_degrade = CLIP_SAMPLERS[task]
+
+    def _sprite(self) -> tuple[np.ndarray, np.ndarray]:
+        size = int(self.rng.integers(self.patch // 6, self.patch // 2))
+        image = self.images[int(self.rng.integers(len(self.images)))]
+        (crop,) = _random_crop([image], min(size, *image.shape[:2]), self.rng)
+        mask = np.zeros(crop.shape[:2], np.float32)
+        cv2.ellipse(mask, (crop.shape[1] // 2, crop.shape[0] // 2), (crop.shape[1] // 2 - 1, crop.shape[0] // 2 - 1),
+                    0, 0, 360, 1.0, -1)
+        return crop.astype(np.float32) / 255, cv2.GaussianBlur(mask, (5, 5), 1.5)[..., None]
+
+    def clip(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lq, hq), each (K, P, P, 3) float32 in [0, 1]."""
+        side = self.patch + 2 * MARGIN
+        base = self._clean_patch()
+        maps = camera_path(self.rng, self.frames, side, static=self.rng.random() < self.static_share)
+        objects = []
+        for _ in range(int(self.rng.integers(0, 3))):
+            start, velocity = self.rng.uniform(0, side, 2), self.rng.normal(0, 4.0, 2)
+            objects.append((*self._sprite(), start, velocity))
+        degrade = self.clip_degrade(self.rng)
+        cut = slice(MARGIN, MARGIN + self.patch)
+        lq, hq = [], []
+        for k, m in enumerate(maps):
+            clean = cv2.warpAffine(base, m, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            for sprite, mask, start, velocity in objects:
+                clean = paste_object(clean, sprite, mask, start + velocity * k)
+            lq.append(degrade(clean, self.rng)[cut, cut])
+            hq.append(clean[cut, cut])
+        return np.stack(lq), np.stack(hq)
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        clips = [self.clip() for _ in range(size)]
+        lq = torch.from_numpy(np.stack([c[0] for c in clips], 1).transpose(0, 1, 4, 2, 3).copy())
+        hq = torch.from_numpy(np.stack([c[1] for c in clips], 1).transpose(0, 1, 4, 2, 3).copy())
+        return lq, hq
+
+
+class PairedPatches:
+    """(lq, hq) batches of aligned random crops from a paired dataset (lq/ and gt/ folders)."""
+
+    def __init__(self, pairs, patch: int, seed: int = 0):
+        self.pairs = [(read_rgb8(a), read_rgb8(b)) for a, b in pairs]
+        self.patch = patch
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        lq, hq = [], []
+        for _ in range(size):
+            a, b = self.pairs[int(self.rng.integers(len(self.pairs)))]
+            a, b = _augment(_random_crop([a, b], min(self.patch, *a.shape[:2]), self.rng), self.rng)
+            lq.append(np.ascontiguousarray(a, np.float32) / 255)
+            hq.append(np.ascontiguousarray(b, np.float32) / 255)
+        return to_tensor(lq), to_tensor(hq)
