@@ -122,3 +122,12 @@ def test_eval_grid_reports_each_family_of_the_task(tmp_path, capsys, task):
         assert rows["degraded input"]["gain_db"] == 0
         assert rows["IR-CM 1-step"]["psnr_y"] - rows["degraded input"]["psnr_y"] == pytest.approx(
             rows["IR-CM 1-step"]["gain_db"], abs=0.011)
+
+
+def test_training_exposures_run_from_dusk_to_deep_night():
+    from streamrestore.tasks.degradations import lowlight_params
+
+    rng = np.random.default_rng(0)
+    gains = np.array([lowlight_params(rng)["gain"] for _ in range(4000)])
+    assert gains.min() >= 0.04 and gains.max() <= 0.6
+    assert np.mean(gains < 0.15) == pytest.approx(np.log(0.15 / 0.04) / np.log(0.6 / 0.04), abs=0.03)  # log-uniform

@@ -170,10 +170,15 @@ def random_blur(image, rng):
     return add_blur(image, rng, blur_kernel(rng), rng.uniform(0, 0.02))
 
 
+def lowlight_params(rng) -> dict:
+    """darken parameters from the whole family: gain log-uniform 0.04-0.6 (as many draws below 0.15 as above:
+    dusk to deep night), gamma 1.2-3.0, shot noise 40-600 photons, read noise, a colour cast."""
+    return dict(gamma=rng.uniform(1.2, 3.0), gain=float(np.exp(rng.uniform(np.log(0.04), np.log(0.6)))),
+                shot_peak=rng.uniform(40, 600), read_sigma=rng.uniform(0.002, 0.02), cast=1 + rng.uniform(-0.15, 0.15, 3))
+
+
 def random_lowlight(image, rng):
-    cast = 1 + rng.uniform(-0.15, 0.15, 3)
-    return darken(image, rng, gamma=rng.uniform(1.2, 3.0), gain=rng.uniform(0.08, 0.5),
-                  shot_peak=rng.uniform(60, 600), read_sigma=rng.uniform(0.002, 0.02), cast=cast)
+    return darken(image, rng, **lowlight_params(rng))
 
 
 def eval_rain(image, rng):
@@ -292,8 +297,7 @@ def clip_blur(rng):
 
 
 def clip_lowlight(rng):
-    params = dict(cast=1 + rng.uniform(-0.15, 0.15, 3), gamma=rng.uniform(1.2, 3.0), gain=rng.uniform(0.08, 0.5),
-                  shot_peak=rng.uniform(60, 600), read_sigma=rng.uniform(0.002, 0.02))
+    params = lowlight_params(rng)
     return lambda image, frame_rng: darken(image, frame_rng, **params)
 
 
