@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import av
@@ -16,7 +20,7 @@ from streamrestore.io import is_live, open_sink, open_source
 from streamrestore.io.encoding import ALL_TUNES, PRESETS
 from streamrestore.io.images import is_image_path
 from streamrestore.io.video import default_codec
-from streamrestore.cli.options import choice, positive_int, sampling_steps
+from streamrestore.cli.options import choice, positive_float, positive_int, sampling_steps
 from streamrestore.io.outputs import Read, Write, check_writes, weights_reads
 from streamrestore.runtime.pipeline import run_pipeline, run_streams
 from streamrestore.runtime.report import LatencyReport
@@ -69,6 +73,14 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--csv", metavar="CSV", help="write per-frame latencies as CSV")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
+    m = p.add_argument_group("metrics (needs prometheus-client)")
+    m.add_argument("--metrics-port", type=positive_int("--metrics-port", minimum=0, maximum=65535), metavar="PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics while the run lasts "
+                        "(0: a free port, printed on stderr)")
+    m.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                   help="address the metrics endpoint listens on (default 127.0.0.1: this machine only)")
+    m.add_argument("--metrics-linger", type=positive_float("--metrics-linger"), metavar="S",
+                   help=argparse.SUPPRESS)  # keep serving S s after the run (a last scrape); a signal ends it
     add_live_arguments(p)
     p.set_defaults(handler=main)
 
@@ -129,6 +141,7 @@ def _check_container(encoder: str, output: str, option: str, given: bool) -> Non
 
 
 def main(args: argparse.Namespace) -> int:
+    check_metrics(args)  # before any work
     check_task(args.task)
     check_precision(args.backend, args.precision, args.compile)  # before any input is opened
     if args.streams:
@@ -138,6 +151,11 @@ def main(args: argparse.Namespace) -> int:
     apply_profile(args)
     if args.streams:
         return _run_streams(args)
+    return _run_one(args)
+
+
+def _run_one(args: argparse.Namespace) -> int:
+    """One feed: INPUT restored into -o OUTPUT."""
     if args.input is None or args.output is None:
         raise UserError("give INPUT and -o OUTPUT (or --streams streams.yaml)")
     if args.input == "sample" and not os.path.exists(args.input):
@@ -145,6 +163,14 @@ def main(args: argparse.Namespace) -> int:
     check_writes([Write("-o", args.output, frames=True, segmented=args.segment_time is not None),
                   Write("--report", args.report), Write("--csv", args.csv)],
                  [Read("the INPUT", args.input), *weights_reads(args.weights)], overwrite=args.overwrite)
+    with _metrics(args) as metrics:  # before the input is opened: a port in use is refused first
+        code = _restore_one(args, metrics)
+        _linger(args)
+    return code
+
+
+def _restore_one(args: argparse.Namespace, metrics) -> int:
+    """Open INPUT, the engine and OUTPUT, then restore (`metrics`: the run observer, or None)."""
     source = open_source(args.input, **live_source_options(args, args.input))
     try:
         args.temporal = _temporal(args, video=source.info.time_base is not None)
@@ -163,7 +189,7 @@ def main(args: argparse.Namespace) -> int:
     progress = _progress_bar(source.info.frames, args.quiet)
     try:
         result = run_pipeline(source, backend, sink, batch=args.batch, progress=progress, report=report,
-                              fusion=args.temporal)
+                              fusion=args.temporal, observer=metrics)
     except av.FFmpegError as exc:
         raise UserError(f"{args.output}: encoding failed ({exc}); try another --codec or OUTPUT format") from None
     finally:
@@ -184,6 +210,14 @@ def _run_streams(args: argparse.Namespace) -> int:
     check_outputs(args, specs)  # before the engine is built: nothing is written on a refusal
     for spec in specs:
         check_codec(args.codec, args.crf, str(spec.output), f"--streams {args.streams} [{spec.name}] output")
+    with _metrics(args) as metrics:  # before the engine is built: a port in use is refused first
+        code = _restore_streams(args, specs, metrics)
+        _linger(args)
+    return code
+
+
+def _restore_streams(args: argparse.Namespace, specs: list[StreamSpec], metrics) -> int:
+    """Build the engine and restore every feed of `specs` on it (`metrics`: the run observer, or None)."""
     args.temporal = _temporal(args, video=True)  # feeds are video
     backend = _create_backend(args)
 
@@ -197,14 +231,15 @@ def _run_streams(args: argparse.Namespace) -> int:
                            spec.segment_time or args.segment_time)
 
     reports = run_streams(specs, backend, open_source=open_feed, open_sink=open_feed_output, batch=args.batch,
-                          batch_wait_ms=args.batch_wait_ms, facts=_facts(args, backend), fusion=args.temporal)
+                          batch_wait_ms=args.batch_wait_ms, facts=_facts(args, backend), fusion=args.temporal,
+                          observer=metrics)
     for spec, report in zip(specs, reports):
         if spec.report:
             report.write_json(spec.report)
         if not args.quiet:
-            print(f"[{spec.name}] {spec.input} -> {spec.output}\n{report.table()}")
+            print(f"[{spec.name}] {spec.input} -> {spec.output}\n{report.table()}", flush=True)
         if report.facts["error"]:
-            print(f"streamrestore: error: [{spec.name}] {report.facts['error']}", file=sys.stderr)
+            print(f"streamrestore: error: [{spec.name}] {report.facts['error']}", file=sys.stderr, flush=True)
     if any(report.facts["error"] for report in reports):
         return 1
     if reports[0].interrupted:
@@ -212,6 +247,44 @@ def _run_streams(args: argparse.Namespace) -> int:
                          "and is complete and playable under its final name\n")
         return 130
     return 0
+
+
+def check_metrics(args: argparse.Namespace) -> None:
+    """UserError when --metrics-port is given without the prometheus-client package."""
+    if args.metrics_port is not None and importlib.util.find_spec("prometheus_client") is None:
+        raise UserError("--metrics-port needs the prometheus-client package: pip install prometheus-client "
+                        "(or pip install 'streamrestore[metrics]')")
+
+
+def _metrics(args: argparse.Namespace):
+    """The run's metrics endpoint (streamrestore.runtime.metrics, imported only here) while the block lasts: the
+    observer to give the run, or None without --metrics-port. Its address goes to stderr once (unless --quiet
+    and the port was given)."""
+    if args.metrics_port is None:
+        return contextlib.nullcontext(None)
+    from streamrestore.runtime.metrics import serve_metrics
+
+    def announce(url: str) -> None:
+        if not (args.quiet and args.metrics_port):
+            print(f"streamrestore: metrics on {url}", file=sys.stderr, flush=True)
+
+    return serve_metrics(args.metrics_port, args.metrics_host, announce)
+
+
+def _linger(args: argparse.Namespace) -> None:
+    """Keep the metrics endpoint up --metrics-linger seconds after the run; SIGINT or SIGTERM end the wait."""
+    if args.metrics_port is None or not args.metrics_linger:
+        return
+    done = threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda *_: done.set())
+    try:
+        done.wait(args.metrics_linger)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _create_backend(args: argparse.Namespace):

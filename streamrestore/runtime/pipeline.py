@@ -26,6 +26,9 @@ and a slow stage pushes back.
 
 Every report gets its feed's skipped, dropped and reconnect counts, temporal resets, wall time,
 `interrupted` and facts["error"].
+
+An `observer` (RunObserver; streamrestore.runtime.metrics for `--metrics-port`) is told of each frame decoded,
+each backend call and each frame written, from the places that feed the reports.
 """
 from __future__ import annotations
 
@@ -84,12 +87,30 @@ class Feed:
     stopped: threading.Event = field(default_factory=threading.Event, init=False)  # read no more
 
 
-class _Run:
-    """What the stages share: the stop flags, the run's first error, and a count of the frames handed to
-    the engine (which it waits on instead of polling)."""
+class RunObserver:
+    """What a run tells an observer (the metrics of streamrestore.runtime.metrics), from the places that feed the
+    reports. Each method is called on a stage's thread and must return quickly; this base ignores everything."""
 
-    def __init__(self, isolate: bool, stop: threading.Event | None) -> None:
+    def started(self, feeds: list[Feed]) -> None:
+        """Before any stage starts; the feeds' sources, queues and reports are live from here on."""
+
+    def decoded(self, feed: Feed, frame: DecodedFrame) -> None:
+        """A frame of `feed` was decoded (before the latest policy may drop it)."""
+
+    def restored(self, frames: int, timings: dict) -> None:
+        """One backend call restored `frames` frames; `timings` holds its milliseconds (upload, restore, download)."""
+
+    def written(self, feed: Feed, frame: DecodedFrame) -> None:
+        """A frame of `feed` was encoded and added to its report (`frame.timings`: the stage milliseconds)."""
+
+
+class _Run:
+    """What the stages share: the stop flags, the run's first error, the observer, and a count of the frames
+    handed to the engine (which it waits on instead of polling)."""
+
+    def __init__(self, isolate: bool, stop: threading.Event | None, observer: RunObserver | None = None) -> None:
         self.isolate = isolate
+        self.observer = observer or RunObserver()
         self.stop_reading = stop or threading.Event()  # first signal: read no more, finish the rest
         self.abort = threading.Event()  # error or second signal: every stage stops now
         self.error: BaseException | None = None
@@ -160,22 +181,24 @@ def _describe(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, UserError) else f"{exc.__class__.__name__}: {exc}"
 
 
-def run_pipeline(source: FrameSource, backend, sink: FrameSink, *, batch: int = 1,
-                 progress=None, report: LatencyReport | None = None, fusion: bool = False) -> RunResult:
+def run_pipeline(source: FrameSource, backend, sink: FrameSink, *, batch: int = 1, progress=None,
+                 report: LatencyReport | None = None, fusion: bool = False,
+                 observer: RunObserver | None = None) -> RunResult:
     """Restore every frame of `source` with `backend` into `sink`: one feed, whose error stops the run and
     is raised after the sink removed its partial output; `progress.update(1)` per frame. A file is batched
     losslessly (a batch waits until it is full); a live feed takes only what is ready.
-    fusion: run the motion-compensated recursive fusion stage after the model (streamrestore.runtime.fusion)."""
+    fusion: run the motion-compensated recursive fusion stage after the model (streamrestore.runtime.fusion).
+    observer: told of the run's frames and backend calls (RunObserver)."""
     feed = Feed(source.info.name or "input", report or LatencyReport(), source=source, sink=sink, progress=progress)
     run_feeds([feed], backend, batch=batch, batch_wait_ms=0.0 if source.info.is_live else None, isolate=False,
-              fusion=fusion)
+              fusion=fusion, observer=observer)
     return RunResult(feed.frames, feed.report.interrupted, feed.report)
 
 
 def run_streams(specs: list, backend, *, open_source: Callable[[object], FrameSource],
                 open_sink: Callable[[object, StreamInfo], FrameSink], batch: int = 8,
-                batch_wait_ms: float | None = 30.0, facts: dict | None = None,
-                stop: threading.Event | None = None, fusion: bool = False) -> list[LatencyReport]:
+                batch_wait_ms: float | None = 30.0, facts: dict | None = None, stop: threading.Event | None = None,
+                fusion: bool = False, observer: RunObserver | None = None) -> list[LatencyReport]:
     """Restore several feeds (streamrestore.runtime.streams.StreamSpec: name, input, output) with one `backend`,
     `open_source(spec)` and `open_sink(spec, info)` opening each one's ends. Returns one report per spec,
     its facts `facts` plus the feed's stream, input and output, and its error (None when it ran cleanly).
@@ -184,23 +207,25 @@ def run_streams(specs: list, backend, *, open_source: Callable[[object], FrameSo
                                                   "output": spec.output}),
                   open_source=functools.partial(open_source, spec), open_sink=functools.partial(open_sink, spec))
              for spec in specs]
-    run_feeds(feeds, backend, batch=batch, batch_wait_ms=batch_wait_ms, stop=stop, fusion=fusion)
+    run_feeds(feeds, backend, batch=batch, batch_wait_ms=batch_wait_ms, stop=stop, fusion=fusion, observer=observer)
     return [feed.report for feed in feeds]
 
 
 def run_feeds(feeds: list[Feed], backend, *, batch: int = 1, batch_wait_ms: float | None = None,
-              isolate: bool = True, stop: threading.Event | None = None, fusion: bool = False) -> None:
+              isolate: bool = True, stop: threading.Event | None = None, fusion: bool = False,
+              observer: RunObserver | None = None) -> None:
     """Run `feeds` on one `backend` until every feed has ended, then finish each one's output, report and
     `frames` (the module docstring says what is kept). Raises the run's error, or with `isolate` false
     the first feed's, once every output is finished or removed."""
     if not feeds:
         return
-    run = _Run(isolate, stop)
+    run = _Run(isolate, stop, observer)
     share = -(-batch // len(feeds))  # a feed's part of a batch: what a latest-policy feed keeps queued
     for feed in feeds:
         feed.history = stream_state(backend, fusion)
         feed.decoded, feed.restored = queue.Queue(maxsize=2 * share + 2), queue.Queue(maxsize=2 * batch + 2)
     wait = None if batch_wait_ms is None else batch_wait_ms / 1e3
+    run.observer.started(feeds)
     readers = [_thread(run, _read, feed, share) for feed in feeds]
     others = [_thread(run, _engine, feeds, backend, batch, wait), *(_thread(run, _write, feed) for feed in feeds)]
     started = time.perf_counter()
@@ -253,6 +278,7 @@ def _read(run: _Run, feed: Feed, share: int) -> None:
             frame.timings.setdefault("decode", (time.perf_counter() - start) * 1e3)
             seen = mark_reconnect(frame, source, seen)  # a temporal model starts afresh after a reconnect
             frame.captured_at = frame.captured_at or time.monotonic()
+            run.observer.decoded(feed, frame)
             if latest:
                 _put_latest(feed.decoded, frame, source, share)  # a live feed: never queue stale frames
             elif not run.put(feed.decoded, frame):
@@ -362,6 +388,7 @@ def _submit(backend, group: list[tuple[Feed, DecodedFrame]], temporal: bool):
 def _emit(run: _Run, group: list[tuple[Feed, DecodedFrame]], pending) -> bool:
     """Wait for a submitted group and pass its frames to their feeds' writers with the stage timings."""
     images = pending.result()
+    run.observer.restored(len(group), pending.timings)
     timings = {**pending.timings, "batch": len(group)}
     for (feed, frame), image in zip(group, images):
         frame.timings.update(timings)
@@ -384,20 +411,21 @@ def _write(run: _Run, feed: Feed) -> None:
             image, frame = item
             if feed.sink is None:
                 feed.sink = feed.open_sink(feed.source.info)
-            _encode(feed, image, frame)
+            _encode(run, feed, image, frame)
     except Exception as exc:  # noqa: BLE001 - the run decides: stop all, or this feed alone
         run.feed_failed(feed, exc, output=True)
         while run.get(feed.restored) is not _END:  # keep draining so the engine never blocks on this feed
             pass
 
 
-def _encode(feed: Feed, image: np.ndarray, frame: DecodedFrame) -> None:
+def _encode(run: _Run, feed: Feed, image: np.ndarray, frame: DecodedFrame) -> None:
     """Write one restored frame and record it: encode and end-to-end milliseconds, progress."""
     start = time.perf_counter()
     feed.sink.write(image, frame)
     frame.timings["encode"] = (time.perf_counter() - start) * 1e3
     frame.timings["end_to_end"] = (time.monotonic() - frame.captured_at) * 1e3
     feed.report.add(frame)
+    run.observer.written(feed, frame)
     if feed.progress is not None:
         feed.progress.update(1)
 

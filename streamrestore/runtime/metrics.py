@@ -1,0 +1,167 @@
+"""A run's metrics for a monitoring system: an HTTP endpoint in the Prometheus text format
+(`streamrestore run ... --metrics-port PORT`, README "Metrics"), through the optional `prometheus-client`
+package (`pip install prometheus-client`, or the `metrics` extra), imported when a RunMetrics is made (this
+module imports without it, as every module of the wheel does). Each run has its own CollectorRegistry
+(never the global one), so runs and tests do not clash.
+
+`RunMetrics` is the run's observer (streamrestore.runtime.pipeline.RunObserver): it is told of each frame
+decoded, each backend call and each frame written, where the reports are fed. The counters the sources
+keep (dropped, skipped, reconnects), the current FPS and the engine's queue depth are read when scraped.
+
+Per feed (label `stream`):
+  streamrestore_frames_decoded_total       frames in (decoded, before the latest policy may drop them)
+  streamrestore_frames_encoded_total       frames out (written to the output and the report)
+  streamrestore_frames_dropped_total       dropped by the latest-frame policy (the report's dropped)
+  streamrestore_frames_skipped_total       undecodable frames skipped (the report's skipped)
+  streamrestore_reconnects_total           reconnects of a live feed (the report's facts["reconnects"])
+  streamrestore_fps                        frames written per second over the last FPS_WINDOW seconds
+  streamrestore_end_to_end_seconds         histogram: decoded (or captured, for RTSP) -> encoded
+  streamrestore_stage_seconds              histogram per `stage`: network, decode, upload, restore,
+                                           download, fusion, encode (a batch's frames share its figures)
+Per engine (label `engine`):
+  streamrestore_batch_size                 histogram: frames per backend call
+  streamrestore_engine_queue_depth         frames decoded and waiting for the engine
+  streamrestore_engine_restore_seconds_total   time in backend calls (upload + restore + download, as the
+                                           backend measures it: GPU time on CUDA)
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import threading
+import time
+
+from streamrestore.errors import UserError
+from streamrestore.runtime.pipeline import Feed, RunObserver
+from streamrestore.runtime.report import STAGES
+
+# Seconds. End to end: a frame within a 200 fps budget up to a stalled feed's 10 s.
+LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.033, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.033, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+FPS_WINDOW = 5.0  # seconds the current FPS is measured over
+ENGINE = "0"  # the engine label of a run's one engine
+
+
+class RunMetrics(RunObserver):
+    """One run's metrics in `registry` (its own). `serve_metrics` puts them on an HTTP endpoint."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.feeds: list[Feed] = []
+        self._written: dict[str, collections.deque] = {}  # feed -> write instants within the FPS window
+        self._series: dict[str, tuple] = {}  # feed -> its labelled series (looked up once, not per frame)
+        self._lock = threading.Lock()
+        per_feed, r = ["stream"], self.registry
+        self.frames_in = Counter("streamrestore_frames_decoded", "Frames decoded (frames in)", per_feed, registry=r)
+        self.frames_out = Counter("streamrestore_frames_encoded", "Frames encoded (frames out)", per_feed, registry=r)
+        self.end_to_end = Histogram("streamrestore_end_to_end_seconds", "Latency of a frame, decoded (an RTSP "
+                                    "feed: captured) to encoded", per_feed, buckets=LATENCY_BUCKETS, registry=r)
+        self.stages = Histogram("streamrestore_stage_seconds", "Seconds a frame spent in each stage",
+                                ["stream", "stage"], buckets=STAGE_BUCKETS, registry=r)
+        self.batch = Histogram("streamrestore_batch_size", "Frames per backend call", ["engine"],
+                               buckets=BATCH_BUCKETS, registry=r)
+        self.restore_seconds = Counter("streamrestore_engine_restore_seconds", "Seconds in backend calls (upload, "
+                                       "restore, download as the backend measures them)", ["engine"], registry=r)
+        r.register(_Live(self))
+
+    def started(self, feeds: list[Feed]) -> None:
+        for feed in feeds:  # every series exists (at 0) from the start
+            self._written[feed.name] = collections.deque()
+            self._series[feed.name] = (self.frames_in.labels(feed.name), self.frames_out.labels(feed.name),
+                                       self.end_to_end.labels(feed.name),
+                                       [(stage, self.stages.labels(feed.name, stage)) for stage in STAGES[:-1]])
+        self._engine = (self.batch.labels(ENGINE), self.restore_seconds.labels(ENGINE))
+        self.feeds = list(feeds)
+
+    def decoded(self, feed: Feed, frame) -> None:
+        self._series[feed.name][0].inc()
+
+    def restored(self, frames: int, timings: dict) -> None:
+        batch, seconds = self._engine
+        batch.observe(frames)
+        seconds.inc(sum(timings.get(stage, 0.0) for stage in ("upload", "restore", "download")) / 1e3)
+
+    def written(self, feed: Feed, frame) -> None:
+        timings = frame.timings
+        _, frames_out, end_to_end, stages = self._series[feed.name]
+        frames_out.inc()
+        end_to_end.observe(timings.get("end_to_end", 0.0) / 1e3)
+        for stage, series in stages:
+            series.observe(timings.get(stage, 0.0) / 1e3)
+        with self._lock:
+            self._written[feed.name].append(time.monotonic())
+
+    def fps(self, name: str) -> float:
+        """Frames of feed `name` written per second over the last FPS_WINDOW s (the feed's age, when younger)."""
+        now = time.monotonic()
+        with self._lock:
+            instants = self._written.get(name, collections.deque())
+            while len(instants) > 1 and instants[0] < now - FPS_WINDOW:
+                instants.popleft()  # one older instant stays: it says how long the feed has run
+            if len(instants) < 2:
+                return 0.0
+            recent = sum(1 for t in instants if t >= now - FPS_WINDOW)
+            return recent / min(FPS_WINDOW, now - instants[0])
+
+
+class _Live:
+    """The figures read when scraped: the sources' counters (what `_finish` copies into the reports), the
+    current FPS and the frames waiting for the engine."""
+
+    def __init__(self, metrics: RunMetrics) -> None:
+        self.metrics = metrics
+
+    def describe(self):
+        return []  # the series depend on the feeds, which start later
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        feeds = list(self.metrics.feeds)
+        counters = {key: CounterMetricFamily(f"streamrestore_{name}", text, labels=["stream"])
+                    for key, name, text in (("dropped", "frames_dropped", "Frames dropped by the latest-frame policy"),
+                                            ("skipped", "frames_skipped", "Undecodable frames skipped"),
+                                            ("reconnects", "reconnects", "Reconnects of a live feed"))}
+        fps = GaugeMetricFamily("streamrestore_fps", f"Frames written per second over the last {FPS_WINDOW:g} s",
+                                labels=["stream"])
+        for feed in feeds:
+            for key, family in counters.items():
+                family.add_metric([feed.name], getattr(feed.source, key, 0))
+            fps.add_metric([feed.name], self.metrics.fps(feed.name))
+        depth = GaugeMetricFamily("streamrestore_engine_queue_depth", "Frames decoded and waiting for the engine",
+                                  labels=["engine"])
+        depth.add_metric([ENGINE], sum(feed.decoded.qsize() for feed in feeds))
+        yield from counters.values()
+        yield fps
+        yield depth
+
+
+@contextlib.contextmanager
+def serve_metrics(port: int, host: str = "127.0.0.1", announce=None):
+    """A RunMetrics served on http://host:port/metrics (port 0: a free one; `announce(url)` is called once with
+    the address) until the block ends. UserError when the address cannot be listened on."""
+    from prometheus_client import start_http_server
+
+    metrics = RunMetrics()
+    try:
+        server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        raise UserError(f"--metrics-port {port}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                        "pick another port, or 0 for a free one") from None
+    metrics.port = server.server_address[1]
+    metrics.url = f"http://{_url_host(host)}:{metrics.port}/metrics"
+    if announce is not None:
+        announce(metrics.url)
+    try:
+        yield metrics
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
