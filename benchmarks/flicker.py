@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 
 from streamrestore import Restorer
-from streamrestore.tasks.degradations import TASKS, eval_degrade_uint8
 from streamrestore.evaluation.metrics import psnr_y
 from streamrestore.model.sampler import NOISE_POLICIES
+from streamrestore.tasks.degradations import TASKS, eval_degrade_uint8
 
 
 def read_clip(path: str, frames: int, scale: float) -> list[np.ndarray]:

@@ -29,12 +29,12 @@ import cv2
 import numpy as np
 
 from streamrestore.choices import HOLDOUT_EVERY
-from streamrestore.tasks.classical import CLASSICAL
-from streamrestore.tasks.degradations import add_noise, eval_degrade_uint8
+from streamrestore.evaluation.metrics import psnr_y, ssim_y
 from streamrestore.evaluation.quality import fit_long_side
 from streamrestore.io.images import list_images, read_rgb8, split_holdout
-from streamrestore.evaluation.metrics import psnr_y, ssim_y
 from streamrestore.restorer import Restorer
+from streamrestore.tasks.classical import CLASSICAL
+from streamrestore.tasks.degradations import add_noise, eval_degrade_uint8
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "clean"
 # FFmpeg filter per task (denoise's nlmeans strength follows sigma, in 8-bit levels)

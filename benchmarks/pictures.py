@@ -15,8 +15,8 @@ import numpy as np
 
 from streamrestore import Restorer
 from streamrestore.choices import HOLDOUT_EVERY
-from streamrestore.tasks.degradations import TASKS, eval_degrade_uint8
 from streamrestore.io.images import list_images, read_rgb8, split_holdout
+from streamrestore.tasks.degradations import TASKS, eval_degrade_uint8
 
 CROP = 192
 

@@ -23,9 +23,9 @@ import numpy as np
 
 from flicker import mean_abs_step, read_clip
 from streamrestore.choices import HOLDOUT_EVERY
-from streamrestore.tasks.degradations import TASKS, eval_degrade_uint8
-from streamrestore.evaluation.quality import score
 from streamrestore.evaluation.metrics import psnr_y
+from streamrestore.evaluation.quality import score
+from streamrestore.tasks.degradations import TASKS, eval_degrade_uint8
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from streamrestore.backends import engine_cache
-from streamrestore.model.checkpoint import save_model
-from streamrestore.cli import main as cli_main
 from streamrestore.backends.export import OPSET, OUTPUT, build_graph, export_onnx, noise_shape
+from streamrestore.cli import main as cli_main
+from streamrestore.model.checkpoint import save_model
 from streamrestore.training.loop import build_model
 
 SIZES = [(37, 53), (64, 48)]

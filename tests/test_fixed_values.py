@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from streamrestore.tasks import degradations as deg
-from streamrestore.io.base import DecodedFrame
 from streamrestore.evaluation.metrics import psnr_y, rgb_to_y, ssim_y
-from streamrestore.runtime.report import STAGES, LatencyReport
+from streamrestore.io.base import DecodedFrame
 from streamrestore.model.sampler import NoisePolicy, sample
 from streamrestore.model.sde import MeanRevertingSchedule
+from streamrestore.runtime.report import STAGES, LatencyReport
+from streamrestore.tasks import degradations as deg
 
 # ---------------------------------------------------------------------------------------------
 # sample(): Algorithm 3 with a stand-in network whose output is a known function

@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from streamrestore.tasks.degradations import RAIN_FAMILIES, eval_rain, rain_family_uint8, rain_layers, random_rain
 from streamrestore.io.images import split_folders, split_holdout
+from streamrestore.tasks.degradations import RAIN_FAMILIES, eval_rain, rain_family_uint8, rain_layers, random_rain
 
 
 def scene(seed=0, h=96, w=128):

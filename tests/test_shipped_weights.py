@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from streamrestore import Restorer
-from streamrestore.model.checkpoint import card_path
-from streamrestore.tasks.degradations import TASKS, eval_degrade_uint8
-from streamrestore.io.sample import SampleClip
 from streamrestore.evaluation.metrics import psnr_y
+from streamrestore.io.sample import SampleClip
+from streamrestore.model.checkpoint import card_path
 from streamrestore.tasks import shipped_weights
+from streamrestore.tasks.degradations import TASKS, eval_degrade_uint8
 
 
 def _degraded_sample_frame(task):

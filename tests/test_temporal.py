@@ -16,10 +16,10 @@ from conftest import perturbed_model, temporal_model
 from media import make_clip, synth_image
 from streamrestore import Restorer
 from streamrestore.backends.registry import create_backend
-from streamrestore.model.checkpoint import save_model
-from streamrestore.model.consistency import ConsistencyModel
 from streamrestore.io import open_sink, open_source
 from streamrestore.io.base import DecodedFrame, StreamInfo
+from streamrestore.model.checkpoint import save_model
+from streamrestore.model.consistency import ConsistencyModel
 from streamrestore.model.network import add_history_input
 from streamrestore.runtime.pipeline import run_pipeline
 from streamrestore.runtime.report import LatencyReport

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from streamrestore.model import tiles
 from streamrestore.backends.registry import create_backend
+from streamrestore.model import tiles
 from streamrestore.model.network import SIZES, ConditionalNAFUNet, NAFBlock
 from streamrestore.restorer import Restorer
 from streamrestore.tasks import shipped_weights

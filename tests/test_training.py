@@ -8,8 +8,8 @@ from safetensors.torch import load_file
 
 from conftest import perturbed_model
 from streamrestore.model.checkpoint import load_model, save_model
-from streamrestore.training.losses import consistency_pair, fft_amplitude_l1, irc_m_loss, two_step_loss
 from streamrestore.training.loop import TrainConfig, build_model, sample_pair_index, train, training_step
+from streamrestore.training.losses import consistency_pair, fft_amplitude_l1, irc_m_loss, two_step_loss
 
 
 def test_training_pair_shares_its_noise():

@@ -99,8 +99,8 @@ def test_run_refuses_a_folder_it_cannot_write(folder):
 
 def test_guard_refuses_a_folder_it_cannot_write(tmp_path, monkeypatch):
     """The same rule in-process, where the test runs as root: os.access is what the guard asks."""
-    from streamrestore.io import outputs
     from streamrestore.errors import UserError
+    from streamrestore.io import outputs
 
     monkeypatch.setattr(outputs.os, "access", lambda path, mode: False)
     with pytest.raises(UserError, match="--report .*r.json: folder .* is not writable"):

@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
-from streamrestore.backends import engine_cache
 from streamrestore.atomic import atomic_write
+from streamrestore.backends import engine_cache
 
 log = logging.getLogger(__name__)
 CONTENDERS = ("openvino", "onnxruntime")

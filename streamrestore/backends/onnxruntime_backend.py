@@ -18,8 +18,8 @@ import torch
 
 from streamrestore.backends import engine_cache
 from streamrestore.backends.base import BackendBase, BackendUnavailable, LoadedModel
-from streamrestore.errors import UserError
 from streamrestore.backends.export import OPSET, OUTPUT, code_version, export_onnx, noise_shape
+from streamrestore.errors import UserError
 from streamrestore.model.sampler import NoisePolicy
 
 log = logging.getLogger(__name__)

@@ -73,9 +73,9 @@ def calibration_inputs(task: str, files: list[Path], steps: int, multiple: int, 
     the fixed noise, and for a temporal graph the clean image as `previous` (what the previous restored
     frame approximates)."""
     from streamrestore.backends.onnxruntime_backend import NoiseFeed
-    from streamrestore.tasks.degradations import TRAIN_SAMPLERS
     from streamrestore.io.images import read_rgb8
     from streamrestore.model.sampler import NoisePolicy
+    from streamrestore.tasks.degradations import TRAIN_SAMPLERS
 
     noise = NoiseFeed(NoisePolicy("fixed", CALIBRATION_SEED), steps, multiple)
     items = []

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamrestore.backends import engine_cache
 from streamrestore.atomic import atomic_write
+from streamrestore.backends import engine_cache
 from streamrestore.backends.base import BackendBase, BackendUnavailable, LoadedModel
-from streamrestore.backends.onnxruntime_backend import NoiseFeed, cached_onnx
 from streamrestore.backends.export import OUTPUT, noise_shape
+from streamrestore.backends.onnxruntime_backend import NoiseFeed, cached_onnx
 from streamrestore.model.sampler import NoisePolicy
 
 log = logging.getLogger(__name__)

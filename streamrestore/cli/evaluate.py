@@ -6,8 +6,8 @@ from pathlib import Path
 
 from streamrestore.backends.registry import BACKEND_NAMES, PRECISION_NAMES
 from streamrestore.choices import DEVICES, HOLDOUT_EVERY, NOISE_POLICIES, TASKS
-from streamrestore.errors import UserError
 from streamrestore.cli.options import choice, positive_int, sampling_steps
+from streamrestore.errors import UserError
 
 
 def add_parser(subparsers, name: str) -> None:

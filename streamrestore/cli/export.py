@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from streamrestore.errors import UserError
 from streamrestore.cli.options import choice, positive_int, sampling_steps
+from streamrestore.errors import UserError
 from streamrestore.io.outputs import Write, check_writes, weights_reads
 from streamrestore.tasks import check_task, default_weights
 
@@ -78,8 +78,8 @@ def baked_noise(kind: str, steps: int, size: tuple[int, int], multiple: int):
 
 
 def main(args: argparse.Namespace) -> int:
-    from streamrestore.model.checkpoint import load_model
     from streamrestore.backends.export import OPSET, export_onnx
+    from streamrestore.model.checkpoint import load_model
 
     if check_task(args.task) == "passthrough":
         raise UserError("--task passthrough is the identity; there is no model to export")
@@ -147,8 +147,8 @@ def plan_path(output: Path) -> Path:
 
 
 def _build_plan(trt, model, onnx_path: Path, output: Path, args: argparse.Namespace, size) -> None:
-    from streamrestore.backends.tensorrt_backend import build_plan, shape_profile
     from streamrestore.backends.engine_cache import cache_dir
+    from streamrestore.backends.tensorrt_backend import build_plan, shape_profile
 
     multiple = model.network.pad_multiple
     if size:

@@ -3,12 +3,12 @@ profile (streamrestore.runtime.profiles) filled into what the command line left 
 options they make, and the write guard of a streams.yaml run."""
 from __future__ import annotations
 
+from streamrestore.cli.options import attempts_or_forever, positive_float
 from streamrestore.io import is_live
 from streamrestore.io.encoding import check_speed
-from streamrestore.io.rtsp import LIVE_POLICIES, TRANSPORTS, ReconnectPolicy, SegmentedSink
-from streamrestore.io.video import default_codec
-from streamrestore.cli.options import attempts_or_forever, positive_float
 from streamrestore.io.outputs import Read, Write, check_writes, weights_reads
+from streamrestore.io.rtsp import LIVE_POLICIES, RECONNECT_ATTEMPTS, STALL_TIMEOUT, TRANSPORTS, ReconnectPolicy, SegmentedSink
+from streamrestore.io.video import default_codec
 from streamrestore.runtime.profiles import PROFILES, profile_settings
 from streamrestore.runtime.streams import StreamSpec
 
@@ -21,12 +21,13 @@ def add_live_arguments(parser) -> None:
                    help="driving: batch 1, latest frame, lowest latency; surveillance: batched, every frame")
     g.add_argument("--live-policy", choices=LIVE_POLICIES,
                    help="latest (default): drop stale frames, bounded latency; all: restore every frame")
-    g.add_argument("--reconnect", default="5", type=attempts_or_forever("--reconnect"), metavar="N|forever",
-                   help="after a drop or stall: quick probes (every 0.25 s) for 30 s, then N attempts with "
-                        "backoff (0.5, 1, 2, 4, 8 s); a first connection gets the N attempts (default 5)")
+    g.add_argument("--reconnect", default=str(RECONNECT_ATTEMPTS), type=attempts_or_forever("--reconnect"),
+                   metavar="N|forever", help="after a drop or stall: quick probes (every 0.25 s) for 30 s, then N "
+                   f"attempts with backoff (0.5, 1, 2, 4, 8 s); a first connection gets the N attempts (default "
+                   f"{RECONNECT_ATTEMPTS})")
     g.add_argument("--rtsp-transport", choices=TRANSPORTS, default="tcp", help="RTSP transport (default tcp)")
     g.add_argument("--stall-timeout", type=positive_float("--stall-timeout"), metavar="S",
-                   help="no frame for S seconds -> reconnect (default 3)")
+                   help=f"no frame for S seconds -> reconnect (default {STALL_TIMEOUT:g})")
     g.add_argument("--duration", type=positive_float("--duration"), metavar="S", help="stop a live feed after S seconds")
     g.add_argument("--segment-time", type=positive_float("--segment-time"), metavar="S",
                    help="file OUTPUT in segments of about S seconds (NAME_00000.mp4, ...)")

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 from streamrestore.choices import HOLDOUT_EVERY, SIZE_NAMES, TASKS
-from streamrestore.errors import UserError
 from streamrestore.cli.options import choice, fraction, positive_float, positive_int
+from streamrestore.errors import UserError
 from streamrestore.io.outputs import OVERWRITE_HINT, Read, Write, check_writes
 from streamrestore.training.config import STAGE_CHOICES, TrainConfig
 
@@ -87,8 +87,8 @@ def check_patch(patch: int, pairs, folder: str, paired: bool) -> None:
 def main(args) -> int:
     import torch
 
-    from streamrestore.training.data import PairedPatches, SyntheticClips, SyntheticPairs
     from streamrestore.io.images import paired_files, split_folders
+    from streamrestore.training.data import PairedPatches, SyntheticClips, SyntheticPairs
     from streamrestore.training.loop import train
 
     out = Path(args.out)

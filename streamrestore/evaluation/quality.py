@@ -6,9 +6,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from streamrestore.evaluation.metrics import psnr_y, ssim_y
 from streamrestore.tasks.classical import CLASSICAL
 from streamrestore.tasks.degradations import FAMILIES, eval_degrade_uint8, family_uint8
-from streamrestore.evaluation.metrics import psnr_y, ssim_y
 
 
 @dataclass

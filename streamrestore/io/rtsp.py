@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 TIME_BASE = Fraction(1, 90000)  # RTP video clock; every frame we emit uses it
 LIVE_POLICIES = ("latest", "all")
 TRANSPORTS = ("tcp", "udp")
+STALL_TIMEOUT = 3.0  # seconds without a frame before a feed is reconnected (`--stall-timeout`; profiles may set their own)
+RECONNECT_ATTEMPTS = 5  # attempts after the quick probes (`--reconnect`)
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class ReconnectPolicy:
     into the outage (30 s of probes, then 0.5 + 1 + 2 + 4 + 8 s), a camera never reached after 15 s.
     """
 
-    attempts: int | None = 5
+    attempts: int | None = RECONNECT_ATTEMPTS
     first_delay: float = 0.5
     max_delay: float = 8.0
     quick_for: float = 30.0
@@ -145,7 +147,7 @@ class RtspSource:
 
     def __init__(self, url: str, *, policy: str = "latest", transport: str = "tcp",
                  reconnect: ReconnectPolicy = ReconnectPolicy(), open_timeout: float = 5.0,
-                 stall_timeout: float = 3.0, duration: float | None = None, queue_size: int = 64) -> None:
+                 stall_timeout: float = STALL_TIMEOUT, duration: float | None = None, queue_size: int = 64) -> None:
         if policy not in LIVE_POLICIES:
             raise UserError(f"--live-policy {policy!r} is not known; use one of {', '.join(LIVE_POLICIES)}")
         if transport not in TRANSPORTS:

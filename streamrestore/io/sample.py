@@ -13,9 +13,9 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from streamrestore.tasks.degradations import EVAL_SAMPLERS, eval_degrade_uint8
 from streamrestore.errors import UserError
 from streamrestore.io.base import DecodedFrame, StreamInfo
+from streamrestore.tasks.degradations import EVAL_SAMPLERS, eval_degrade_uint8
 
 PREFIX = "sample"
 

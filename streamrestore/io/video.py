@@ -32,9 +32,9 @@ from av.codec.context import Flags
 from av.sidedata.sidedata import Type as SideDataType
 from av.video.reformatter import Interpolation
 
+from streamrestore.atomic import temporary_path
 from streamrestore.errors import UserError
 from streamrestore.io import ycbcr
-from streamrestore.atomic import temporary_path
 from streamrestore.io.base import DecodedFrame, StreamInfo
 from streamrestore.io.encoding import speed_options
 

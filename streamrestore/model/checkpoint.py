@@ -9,8 +9,8 @@ from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
 from streamrestore.atomic import atomic_path, atomic_write
-from streamrestore.model.consistency import ConsistencyModel
 from streamrestore.errors import UserError
+from streamrestore.model.consistency import ConsistencyModel
 from streamrestore.model.network import ConditionalNAFUNet, NetworkConfig
 from streamrestore.model.sde import MeanRevertingSchedule
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from streamrestore.errors import UserError
 from streamrestore.io.encoding import LIVE_DEFAULT
+from streamrestore.io.rtsp import STALL_TIMEOUT
 
 PROFILES: dict[str, dict] = {
     "driving": {"batch": 1, "live_policy": "latest", "stall_timeout": 2.0, "batch_wait_ms": 0.0, **LIVE_DEFAULT},
     "surveillance": {"batch": 8, "live_policy": "all", "stall_timeout": 5.0, "batch_wait_ms": 30.0, **LIVE_DEFAULT},
 }
 # preset/tune None: the sink picks the live default for live sources, x264's `medium` for files.
-DEFAULTS = {"batch": 1, "live_policy": "latest", "stall_timeout": 3.0, "batch_wait_ms": 0.0, "preset": None,
+DEFAULTS = {"batch": 1, "live_policy": "latest", "stall_timeout": STALL_TIMEOUT, "batch_wait_ms": 0.0, "preset": None,
             "tune": None}
 
 

@@ -64,8 +64,8 @@ def load_streams(path: str) -> list[StreamSpec]:
 
 def _checked(path: str, spec: StreamSpec) -> StreamSpec:
     """The entry's values checked as the command-line options are (--reconnect, --live-policy, --segment-time)."""
-    from streamrestore.io.rtsp import LIVE_POLICIES
     from streamrestore.cli.options import attempts_or_forever, positive_float
+    from streamrestore.io.rtsp import LIVE_POLICIES
 
     where = f"{path}: stream {spec.name}"
     for key in ("name", "input", "output", "report"):

@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import torch
 
-from streamrestore.tasks.degradations import CLIP_SAMPLERS, SCENE_SAMPLERS, TRAIN_SAMPLERS
 from streamrestore.io.images import read_rgb8
+from streamrestore.tasks.degradations import CLIP_SAMPLERS, SCENE_SAMPLERS, TRAIN_SAMPLERS
 
 MARGIN = 16  # degrade a larger crop, then cut the border, so blur kernels see real neighbours
 

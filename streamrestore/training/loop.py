@@ -18,11 +18,11 @@ from tqdm import tqdm
 from streamrestore.atomic import atomic_path
 from streamrestore.model.checkpoint import load_model, read_card, save_model
 from streamrestore.model.consistency import ConsistencyModel
-from streamrestore.training.losses import VGG16Perceptual, fft_amplitude_l1, irc_m_loss, two_step_loss
 from streamrestore.model.network import SIZES, ConditionalNAFUNet, add_history_input, count_parameters, macs_per_pixel
 from streamrestore.model.sampler import sample, sampling_times
 from streamrestore.model.sde import MeanRevertingSchedule
 from streamrestore.training.config import TrainConfig
+from streamrestore.training.losses import VGG16Perceptual, fft_amplitude_l1, irc_m_loss, two_step_loss
 
 def sample_pair_index(batch: int, T: int, fraction: float, generator: torch.Generator) -> torch.Tensor:
     """n in {1..T-1} uniform (consistency training); a `fraction` of pairs instead get t_{n+1} in
