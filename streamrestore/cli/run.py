@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import functools
 import importlib.util
 import os
 import signal
@@ -79,6 +81,10 @@ def add_parser(subparsers, name: str) -> None:
                         "(0: a free port, printed on stderr)")
     m.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
                    help="address the metrics endpoint listens on (default 127.0.0.1: this machine only)")
+    c = p.add_argument_group("cluster (needs Ray)")
+    c.add_argument("--cluster", metavar="ADDRESS",
+                   help="run the --streams feeds on a Ray cluster: ray://HOST:PORT (its head's client port), or "
+                        "local (a Ray started on this machine for the run); one engine per GPU, or per node")
     m.add_argument("--metrics-linger", type=positive_float("--metrics-linger"), metavar="S",
                    help=argparse.SUPPRESS)  # keep serving S s after the run (a last scrape); a signal ends it
     add_live_arguments(p)
@@ -142,6 +148,7 @@ def _check_container(encoder: str, output: str, option: str, given: bool) -> Non
 
 def main(args: argparse.Namespace) -> int:
     check_metrics(args)  # before any work
+    check_cluster(args)
     check_task(args.task)
     check_precision(args.backend, args.precision, args.compile)  # before any input is opened
     if args.streams:
@@ -219,20 +226,54 @@ def _run_streams(args: argparse.Namespace) -> int:
 def _restore_streams(args: argparse.Namespace, specs: list[StreamSpec], metrics) -> int:
     """Build the engine and restore every feed of `specs` on it (`metrics`: the run observer, or None)."""
     args.temporal = _temporal(args, video=True)  # feeds are video
+    if args.cluster:
+        return _report_streams(args, specs, _cluster_streams(args, specs))
     backend = _create_backend(args)
 
-    def open_feed(spec: StreamSpec):
-        reconnect = None if spec.reconnect is None else str(spec.reconnect)
-        return open_source(spec.input, **live_source_options(args, spec.input, spec.live_policy, reconnect))
-
-    def open_feed_output(spec: StreamSpec, info):
-        return open_output(lambda path, i: open_sink(path, i, codec=args.codec, crf=args.crf, preset=args.preset,
-                                                     tune=args.tune), spec.output, info,
-                           spec.segment_time or args.segment_time)
-
-    reports = run_streams(specs, backend, open_source=open_feed, open_sink=open_feed_output, batch=args.batch,
+    reports = run_streams(specs, backend, open_source=functools.partial(_open_feed, args),
+                          open_sink=functools.partial(_open_feed_output, args), batch=args.batch,
                           batch_wait_ms=args.batch_wait_ms, facts=_facts(args, backend), fusion=args.temporal,
                           observer=metrics)
+    return _report_streams(args, specs, reports)
+
+
+def _open_feed(args: argparse.Namespace, spec: StreamSpec):
+    reconnect = None if spec.reconnect is None else str(spec.reconnect)
+    return open_source(spec.input, **live_source_options(args, spec.input, spec.live_policy, reconnect))
+
+
+def _open_feed_output(args: argparse.Namespace, spec: StreamSpec, info):
+    return open_output(lambda path, i: open_sink(path, i, codec=args.codec, crf=args.crf, preset=args.preset,
+                                                 tune=args.tune), spec.output, info, spec.segment_time or args.segment_time)
+
+
+def _cluster_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> list[LatencyReport]:
+    """The feeds on the Ray cluster of --cluster (streamrestore.runtime.cluster); file paths made absolute, since
+    the actors do not run in this folder. The first signal stops the feeds, which finish their outputs."""
+    from streamrestore.runtime.cluster import run_cluster
+
+    def absolute(path):
+        return path if path is None or is_live(str(path)) else os.path.abspath(str(path))
+
+    specs = [dataclasses.replace(s, input=absolute(s.input), output=absolute(s.output)) for s in specs]
+    stop = threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda *_: stop.set())
+    try:
+        return run_cluster(args.cluster, specs, make_backend=functools.partial(_create_backend, args),
+                           open_source=functools.partial(_open_feed, args),
+                           open_sink=functools.partial(_open_feed_output, args), batch=args.batch,
+                           batch_wait_ms=args.batch_wait_ms, facts=functools.partial(_facts, args),
+                           fusion=args.temporal, stop=stop)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _report_streams(args: argparse.Namespace, specs: list[StreamSpec], reports: list[LatencyReport]) -> int:
+    """Each feed's report file, table and error; the exit code of the --streams run."""
     for spec, report in zip(specs, reports):
         if spec.report:
             report.write_json(spec.report)
@@ -247,6 +288,21 @@ def _restore_streams(args: argparse.Namespace, specs: list[StreamSpec], metrics)
                          "and is complete and playable under its final name\n")
         return 130
     return 0
+
+
+def check_cluster(args: argparse.Namespace) -> None:
+    """UserError when --cluster cannot be used: without Ray, without --streams, or with --metrics-port."""
+    if args.cluster is None:
+        return
+    if importlib.util.find_spec("ray") is None:
+        raise UserError("--cluster needs Ray: pip install 'ray[client]>=2.9' (or pip install 'streamrestore[cluster]')")
+    from streamrestore.runtime.cluster import check_address
+
+    check_address(args.cluster)
+    if not args.streams:
+        raise UserError("--cluster runs the feeds of --streams streams.yaml; give one (INPUT and -o run here)")
+    if args.metrics_port is not None:
+        raise UserError("--metrics-port is not available with --cluster yet (each feed's report has its figures)")
 
 
 def check_metrics(args: argparse.Namespace) -> None:

@@ -389,7 +389,7 @@ def _emit(run: _Run, group: list[tuple[Feed, DecodedFrame]], pending) -> bool:
     """Wait for a submitted group and pass its frames to their feeds' writers with the stage timings."""
     images = pending.result()
     run.observer.restored(len(group), pending.timings)
-    timings = {**pending.timings, "batch": len(group)}
+    timings = {"batch": len(group), **pending.timings}  # a remote engine (runtime.cluster) says its own batch
     for (feed, frame), image in zip(group, images):
         frame.timings.update(timings)
         if not run.put(feed.restored, (image, frame)):

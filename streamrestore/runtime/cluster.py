@@ -1,0 +1,324 @@
+"""Several feeds on a Ray cluster (`streamrestore run --streams streams.yaml --cluster ray://HOST:PORT`, or
+`--cluster local` for a Ray started on this machine for the run). Ray (`pip install 'ray[client]'`, the
+`cluster` extra) is imported only here, and this module only when --cluster is given.
+
+- Engines: one engine actor per GPU of the cluster, or, on a cluster without GPUs, one per node. Each
+  builds the backend on its own node and restores the frames of the feeds it serves, batching the
+  requests that arrive together from different feeds (up to `batch` frames, waiting at most
+  `batch_wait_ms` for a batch to fill; one backend call per frame size).
+- Feeds: one feed actor per feed, placed on its engine's node where it can be. It runs the local runtime
+  (streamrestore.runtime.pipeline) for its one feed -- reading, the latest-frame policy, the temporal
+  state, encoding, its report -- with the engine actor as its backend (`RemoteEngine`), so the reports
+  hold the same figures as a local run; a record's `batch` is the engine's batch, frames of several feeds.
+- Faults: a feed actor that dies (its process killed, its node lost) is restarted by Ray, up to
+  `restarts` times, and runs again: its camera is connected afresh and its output is begun again
+  under NAME.restartN.EXT (an rtsp:// output is published again); the dead one's unfinished file is
+  removed, frames it had not finished in a file are lost. facts["restarts"] counts them. An engine
+  actor is restarted the same way and its calls retried. A feed that fails for good is named in its
+  report's facts["error"] and the others carry on, as in a local run.
+- Paths are the feed actors' nodes' paths: a local cluster shares this machine's files; on a real cluster
+  inputs and outputs must be reachable at the same path on every node (or be rtsp:// URLs).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+import queue
+import threading
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable
+
+import numpy as np
+
+from streamrestore.errors import UserError
+
+NAMESPACE = "streamrestore"
+_POLL = 0.2
+
+
+def check_address(address: str) -> str:
+    """`local` or ray://HOST:PORT (UserError otherwise)."""
+    if address == "local" or (address.startswith("ray://") and ":" in address[len("ray://"):]):
+        return address
+    raise UserError(f"--cluster {address!r}: give ray://HOST:PORT (the head's Ray client port, 10001 by default) "
+                    "or local")
+
+
+class _Engine:
+    """The engine actor's work: requests (frames, previous, future) from any feed, merged into batches."""
+
+    def __init__(self, make_backend: Callable[[], object], batch: int, batch_wait_ms: float | None) -> None:
+        self.error: Exception | None = None
+        try:
+            self.backend = make_backend()
+        except Exception as exc:  # noqa: BLE001 - said by describe(); an actor failing here would be retried
+            self.backend, self.error = None, exc
+            return
+        self.batch, self.wait = batch, (batch_wait_ms or 0.0) / 1e3
+        self.requests: queue.Queue = queue.Queue()
+        threading.Thread(target=self._loop, name="engine", daemon=True).start()
+
+    def describe(self) -> dict:
+        """What runs here, or {"error": why the backend could not be built}."""
+        if self.error is not None:
+            return {"error": self.error}
+        b = self.backend
+        return {"name": b.name, "device": b.device, "precision": b.precision, "model": b.model,
+                "temporal": bool(getattr(b, "temporal", False)), "auto_choice": getattr(b, "auto_choice", None),
+                "node": _node_id()}
+
+    def restore(self, frames: np.ndarray, previous: np.ndarray | None = None):
+        """(restored frames, timings of the backend call they were part of, with its "batch" size)."""
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        self.requests.put((frames, previous, done))
+        return done.result()
+
+    def _loop(self) -> None:
+        while True:
+            taken = [self.requests.get()]
+            count, deadline = len(taken[0][0]), time.monotonic() + self.wait
+            while count < self.batch and (remaining := deadline - time.monotonic()) > 0:
+                try:
+                    taken.append(self.requests.get(timeout=remaining))
+                except queue.Empty:
+                    break
+                count += len(taken[-1][0])
+            groups: dict[tuple, list] = {}
+            for request in taken:
+                groups.setdefault(request[0].shape[1:], []).append(request)
+            for group in groups.values():
+                self._call(group)
+
+    def _call(self, group: list) -> None:
+        try:
+            frames = np.concatenate([frames for frames, _, _ in group])
+            if getattr(self.backend, "temporal", False):
+                restored = self.backend(frames, np.concatenate([previous for _, previous, _ in group]))
+            else:
+                restored = self.backend(frames)
+            timings = {**self.backend.last_timings, "batch": len(frames)}
+        except BaseException as exc:  # noqa: BLE001 - each caller gets the error
+            for _, _, done in group:
+                done.set_exception(exc)
+            return
+        at = 0
+        for request, _, done in group:
+            done.set_result((restored[at: at + len(request)], timings))
+            at += len(request)
+
+
+class RemoteEngine:
+    """A backend (streamrestore.backends.base) whose calls go to an engine actor: what a feed actor's local
+    runtime restores with. `submit` returns at once, so two batches of the feed are in flight."""
+
+    def __init__(self, engine, info: dict) -> None:
+        self.engine = engine
+        self.name, self.device, self.precision, self.model = info["name"], info["device"], info["precision"], info["model"]
+        self.temporal = info["temporal"]
+        self.asynchronous = not self.temporal  # a temporal state needs each frame restored before the next
+        self.last_timings: dict = {}
+
+    def __call__(self, frames: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+        import ray
+
+        restored, self.last_timings = ray.get(self.engine.restore.remote(frames, previous))
+        return restored
+
+    def submit(self, frames: np.ndarray):
+        return _Pending(self.engine.restore.remote(frames))
+
+
+class _Pending:
+    def __init__(self, ref) -> None:
+        self.ref, self.timings = ref, {}
+
+    def result(self) -> np.ndarray:
+        import ray
+
+        restored, self.timings = ray.get(self.ref)
+        return restored
+
+
+class _Incarnations:
+    """How many times each feed actor has started (0: the first time): a restarted one learns it is one."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, int] = {}
+
+    def next(self, name: str) -> int:
+        self.started[name] = self.started.get(name, -1) + 1
+        return self.started[name]
+
+
+class _Feed:
+    """The feed actor's work: the local runtime for one feed, its backend the engine actor."""
+
+    def __init__(self, spec, open_source, open_sink, run: str, engine: int, info: dict, options: dict) -> None:
+        import ray  # the engine and the incarnation count by name: a restarted actor finds them again
+
+        engine = ray.get_actor(f"{run}/engine/{engine}")
+        self.restarts = ray.get(ray.get_actor(f"{run}/incarnations").next.remote(spec.name))
+        self.spec = spec if self.restarts == 0 else _restarted(spec, self.restarts)
+        self.open_source, self.open_sink, self.options = open_source, open_sink, options
+        self.backend = RemoteEngine(engine, info)
+        self.stopping = threading.Event()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self):
+        from streamrestore.runtime.pipeline import run_streams
+
+        try:
+            (report,) = run_streams([self.spec], self.backend, open_source=self.open_source,
+                                    open_sink=self.open_sink, stop=self.stopping, **self.options)
+        except Exception as exc:  # noqa: BLE001 - the engine failed: this feed's error
+            from streamrestore.runtime.report import LatencyReport
+
+            report = LatencyReport(facts={**self.options.get("facts", {}), "stream": self.spec.name,
+                                          "input": self.spec.input, "output": self.spec.output,
+                                          "reconnects": 0, "error": f"{exc.__class__.__name__}: {exc}"})
+        report.facts.update(restarts=self.restarts, node=_node_id())
+        return report, self.spec
+
+
+def _restarted(spec, number: int):
+    """The spec of a restarted feed actor: a file output begun again as NAME.restartN.EXT, the dead actor's
+    unfinished hidden file (the write guard's .NAME.partial-PID.EXT) removed."""
+    if "://" in spec.output:
+        return spec
+    path = Path(spec.output)
+    for stale in path.parent.glob(f".{path.stem}*.partial-*{path.suffix}"):
+        pid = stale.name.rsplit(".partial-", 1)[1].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    return dataclasses.replace(spec, output=str(path.with_name(f"{path.stem}.restart{number}{path.suffix}")))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()[:12]
+
+
+def run_cluster(address: str, specs: list, *, make_backend: Callable[[], object],
+                open_source: Callable, open_sink: Callable, batch: int = 8, batch_wait_ms: float | None = 30.0,
+                facts: Callable[[object], dict] | None = None, fusion: bool = False,
+                stop: threading.Event | None = None, restarts: int = 3) -> list:
+    """Restore `specs` (StreamSpec) on the Ray cluster at `address` (module docstring): returns one
+    LatencyReport per spec, as run_streams does, with facts `facts(engine)` (`engine`: the backend's name,
+    device, precision, model) and the feed's engine, node and restarts. Each callable is sent to the actors
+    (cloudpickle): `make_backend()` runs on each engine's node, `open_source(spec)`/`open_sink(spec, info)`
+    on the feed's."""
+    import logging
+
+    import ray
+
+    check_address(address)
+    if ray.is_initialized():
+        ray.shutdown()
+    for attempt in range(3):  # a Ray client server that is busy (starting the last client's) fails the first try
+        try:
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.ERROR,
+                     **({"include_dashboard": False} if address == "local" else {}))  # local: always a new Ray
+            break
+        except ConnectionAbortedError:
+            if attempt == 2:
+                raise UserError(f"--cluster {address}: the Ray client server did not start a session for this "
+                                "run (3 tries); check the head's logs") from None
+            time.sleep(2.0)
+        except Exception as exc:  # noqa: BLE001 - a one-line refusal, whatever Ray raised
+            raise UserError(f"--cluster {address}: cannot connect ({exc.__class__.__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    try:
+        return _run(ray, specs, make_backend, open_source, open_sink, batch, batch_wait_ms, facts, fusion,
+                    stop or threading.Event(), restarts)
+    finally:
+        ray.shutdown()
+
+
+def _placements(ray) -> list[dict]:
+    """Where engines go: one per GPU where the cluster has GPUs, else one per node."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    gpus = [(n, i) for n in nodes for i in range(int(n["Resources"].get("GPU", 0)))]
+    if gpus:
+        return [{"node": n["NodeID"], "num_gpus": 1} for n, _ in gpus]
+    return [{"node": n["NodeID"], "num_gpus": 0} for n in nodes]
+
+
+def _run(ray, specs, make_backend, open_source, open_sink, batch, batch_wait_ms, facts, fusion, stop, restarts):
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    run = uuid.uuid4().hex[:12]  # this run's actor names: a cluster may still hold an earlier run's
+    engine_class = ray.remote(_Engine)
+    feed_class = ray.remote(_Feed)
+    incarnations = ray.remote(_Incarnations).options(num_cpus=0, name=f"{run}/incarnations").remote()  # found by name;
+    # this handle keeps it alive until the run ends
+    places = _placements(ray)[: len(specs)]  # no more engines than feeds
+    served = [len(range(at, len(specs), len(places))) for at in range(len(places))]  # feeds per engine
+    engines = [engine_class.options(num_cpus=0, num_gpus=p["num_gpus"], max_concurrency=max(64, 4 * len(specs)),
+                                    name=f"{run}/engine/{number}",
+                                    max_restarts=restarts, max_task_retries=restarts,
+                                    scheduling_strategy=NodeAffinitySchedulingStrategy(p["node"], soft=False)
+                                    ).remote(make_backend, batch, batch_wait_ms) for number, p in enumerate(places)]
+    infos = ray.get([engine.describe.remote() for engine in engines])
+    for info in infos:
+        if "error" in info:  # the backend could not be built (a UserError says what to do, as a local run does)
+            raise info["error"]
+    feeds = []
+    for number, spec in enumerate(specs):
+        at = number % len(engines)
+        info = infos[at]
+        engine_facts = {**(facts(SimpleNamespace(**info)) if facts else {}), "engine": at, "engine_node": info["node"]}
+        share = -(-batch // served[at])  # a feed's part of its engine's batch: the engine merges the feeds' parts
+        options = {"batch": share, "batch_wait_ms": batch_wait_ms, "facts": engine_facts, "fusion": fusion}
+        actor = feed_class.options(num_cpus=0, max_concurrency=2, max_restarts=restarts, max_task_retries=restarts,
+                                   name=f"{run}/feed/{spec.name}",
+                                   scheduling_strategy=NodeAffinitySchedulingStrategy(places[at]["node"], soft=True)
+                                   ).remote(spec, open_source, open_sink, run, at, info, options)
+        feeds.append((spec, actor, actor.run.remote(), engine_facts))
+    reports: dict[str, object] = {}
+    pending = {ref: (spec, engine_facts) for spec, _, ref, engine_facts in feeds}
+    stopped = False
+    while pending:
+        if stop.is_set() and not stopped:
+            stopped = True
+            for _, actor, ref, _ in feeds:
+                if ref in pending:
+                    actor.stop.remote()
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=_POLL)
+        for ref in ready:
+            spec, engine_facts = pending.pop(ref)
+            try:
+                report, spec = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                report = _failed(spec, engine_facts, restarts, exc)
+            reports[spec.name] = report
+    ray.kill(incarnations)
+    return [reports[spec.name] for spec in specs]
+
+
+def _failed(spec, facts: dict, restarts: int, exc: Exception):
+    from streamrestore.runtime.report import LatencyReport
+
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    return LatencyReport(facts={**facts, "stream": spec.name, "input": spec.input, "output": spec.output,
+                                "reconnects": 0, "restarts": restarts,
+                                "error": f"the feed's actor died and was not restarted ({first})"})

@@ -1,0 +1,205 @@
+"""`--cluster`: the feeds of --streams as Ray actors (streamrestore.runtime.cluster) on a real local cluster --
+a head and a second node started with `ray start` on 127.0.0.1 -- reached through the Ray client
+(ray://). Without Ray the option is refused in one line; the cluster tests skip."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from media import make_clip, probe
+from rtsp_fixtures import free_port, rtsp_clip, rtsp_server_factory  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "streamrestore.cli", "run"]
+HAVE_RAY = importlib.util.find_spec("ray") is not None
+# the test cluster: on 127.0.0.1 only, without Ray's token authentication (its token file is per machine)
+RAY_ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="Ray not installed (pip install 'ray[client]')")
+
+
+def _one_line_error(proc: subprocess.CompletedProcess, needle: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+
+
+def _streams(tmp_path: Path, inputs: dict) -> Path:
+    lines = [f"  - {{name: {name}, input: '{source}', output: '{tmp_path / (name + '.mp4')}', "
+             f"report: '{tmp_path / (name + '.json')}'}}" for name, source in inputs.items()]
+    (tmp_path / "s.yaml").write_text("streams:\n" + "\n".join(lines) + "\n")
+    return tmp_path / "s.yaml"
+
+
+def test_without_ray_the_option_is_refused_in_one_line(tmp_path):
+    streams = _streams(tmp_path, {"a": make_clip(tmp_path / "in.mp4", frames=3, audio=False)})
+    code = ("import sys; sys.modules['ray'] = None  # as if it were not installed\n"
+            "from streamrestore.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", code, "run", "--streams", str(streams), "--task", "passthrough",
+                           "--cluster", "local"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    _one_line_error(proc, "pip install 'ray[client]")
+    assert not (tmp_path / "a.mp4").exists()
+
+
+@needs_ray
+@pytest.mark.parametrize("extra, needle", [(["--cluster", "cluster.example:10001"], "ray://HOST:PORT"),
+                                           (["--cluster", "local", "--metrics-port", "0"], "--metrics-port")])
+def test_bad_cluster_options_are_one_line(tmp_path, extra, needle):
+    streams = _streams(tmp_path, {"a": make_clip(tmp_path / "in.mp4", frames=3, audio=False)})
+    proc = subprocess.run([*CLI, "--streams", str(streams), "--task", "passthrough", *extra], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    _one_line_error(proc, needle)
+
+
+def _ray_start(*args: str, temp: str) -> subprocess.Popen:
+    """`ray start --block ...` in its own process group: the test stops that group, nothing else."""
+    ray = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
+    return subprocess.Popen([ray, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+                             "--object-store-memory", str(100 * 2**20), *args], env=RAY_ENV, cwd=temp,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _listening(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # what the group still holds (the node's own processes)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """ray://127.0.0.1:PORT of a two-node Ray cluster on this machine (head + one more node, 1 CPU each)."""
+    if not HAVE_RAY:
+        pytest.skip("Ray not installed (pip install 'ray[client]')")
+    temp = tempfile.mkdtemp(prefix="sr-ray-", dir="/tmp")  # short: Ray's socket paths live under it
+    gcs, client = free_port(), free_port()
+    nodes = [_ray_start("--head", "--port", str(gcs), "--ray-client-server-port", str(client),
+                        "--include-dashboard", "false", "--temp-dir", temp, "--disable-usage-stats", temp=temp)]
+    try:
+        _listening(gcs, 60)
+        nodes.append(_ray_start("--address", f"127.0.0.1:{gcs}", temp=temp))
+        wait = ("import ray, sys, time; ray.init(address=sys.argv[1], logging_level='ERROR')\n"
+                "deadline = time.monotonic() + 60\n"
+                "while sum(n['Alive'] for n in ray.nodes()) < 2 and time.monotonic() < deadline: time.sleep(0.2)\n"
+                "sys.exit(sum(n['Alive'] for n in ray.nodes()) < 2)")
+        subprocess.run([sys.executable, "-c", wait, f"127.0.0.1:{gcs}"], check=True, timeout=90,
+                       capture_output=True, env=RAY_ENV)
+        _listening(client, 30)
+        yield f"ray://127.0.0.1:{client}"
+    finally:
+        for node in reversed(nodes):
+            _stop(node)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _summary(path: Path) -> tuple[dict, list[dict]]:
+    data = json.loads(path.read_text())
+    return data["summary"], data["frames"]
+
+
+def test_feeds_on_two_nodes_share_engines(cluster, tmp_path):
+    inputs = {name: make_clip(tmp_path / f"in_{name}.mp4", frames=200, audio=False) for name in ("a", "b", "c")}
+    proc = subprocess.run([*CLI, "--streams", str(_streams(tmp_path, inputs)), "--task", "passthrough",
+                           "--profile", "surveillance", "--cluster", cluster, "--quiet"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, env=RAY_ENV)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    summaries = {}
+    for name in inputs:
+        summary, records = _summary(tmp_path / f"{name}.json")
+        assert summary["error"] is None and summary["restarts"] == 0, summary
+        assert summary["frames"] == len(records) == len(probe(tmp_path / f"{name}.mp4")["pts"]) == 200
+        summaries[name] = (summary, records)
+    assert [s["engine"] for s, _ in summaries.values()] == [0, 1, 0]
+    assert len({s["engine_node"] for s, _ in summaries.values()}) == 2  # one engine per node
+    # engine 0 serves a and c: each sends at most 4 frames a call (its half of --batch 8), the engine
+    # restores them together
+    shared = [r["batch"] for name in ("a", "c") for r in summaries[name][1]]
+    assert 4 < max(shared) <= 8, sorted(set(shared))
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+@needs_ray
+def test_cluster_local_starts_a_ray_for_the_run(tmp_path):
+    inputs = {name: make_clip(tmp_path / f"in_{name}.mp4", frames=20, audio=False) for name in ("a", "b")}
+    proc = subprocess.run([*CLI, "--streams", str(_streams(tmp_path, inputs)), "--task", "passthrough",
+                           "--cluster", "local", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=RAY_ENV)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr  # Ray's own messages stay in its logs
+    for name in inputs:
+        summary, _ = _summary(tmp_path / f"{name}.json")
+        assert summary["frames"] == len(probe(tmp_path / f"{name}.mp4")["pts"]) == 20 and summary["engine"] == 0
+
+
+def _feed_actor_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if title.startswith(b"ray::_Feed"):
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.rtsp
+def test_a_killed_feed_actor_is_restarted_and_its_camera_reconnected(cluster, rtsp_server_factory, tmp_path):
+    servers = [rtsp_server_factory(), rtsp_server_factory()]
+    inputs = {f"cam{i}": server.url("cam") for i, server in enumerate(servers)}
+    killed: list[int] = []
+
+    def kill_one():
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and len(list(tmp_path.glob(".cam*partial*"))) < 2:
+            time.sleep(0.1)  # both feeds are writing
+        time.sleep(1.0)
+        pids = _feed_actor_pids()
+        if pids:
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+
+    threading.Thread(target=kill_one, daemon=True).start()
+    proc = subprocess.run([*CLI, "--streams", str(_streams(tmp_path, inputs)), "--task", "passthrough",
+                           "--profile", "surveillance", "--duration", "4", "--stall-timeout", "1", "--reconnect",
+                           "forever", "--cluster", cluster, "--quiet"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env=RAY_ENV)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert killed, "no feed actor was found to kill"
+    summaries = {name: _summary(tmp_path / f"{name}.json")[0] for name in inputs}
+    assert sorted(s["restarts"] for s in summaries.values()) == [0, 1], summaries
+    for name, summary in summaries.items():
+        output = tmp_path / (f"{name}.restart1.mp4" if summary["restarts"] else f"{name}.mp4")
+        assert summary["error"] is None and summary["output"] == str(output)
+        assert 20 <= summary["frames"] == len(probe(output)["pts"])  # a valid file: 15 fps for 4 s after (re)start
+    assert not list(tmp_path.glob(".*partial*"))  # the killed actor's unfinished file was removed
