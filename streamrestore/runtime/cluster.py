@@ -13,9 +13,10 @@
 - Faults: a feed actor that dies (its process killed, its node lost) is restarted by Ray, up to
   `restarts` times, and runs again: its camera is connected afresh and its output is begun again
   under NAME.restartN.EXT (an rtsp:// output is published again); the dead one's unfinished file is
-  removed, frames it had not finished in a file are lost. facts["restarts"] counts them. An engine
-  actor is restarted the same way and its calls retried. A feed that fails for good is named in its
-  report's facts["error"] and the others carry on, as in a local run.
+  removed, frames it had not finished in a file are lost. facts["restarts"] counts them (tested: a feed
+  actor's process killed). An engine actor is pinned to its node: Ray restarts it there if its process
+  dies and retries its calls, but not elsewhere when the node is lost; its feeds then fail. A feed that
+  fails for good is named in its report's facts["error"] and the others carry on, as in a local run.
 - Paths are the feed actors' nodes' paths: a local cluster shares this machine's files; on a real cluster
   inputs and outputs must be reachable at the same path on every node (or be rtsp:// URLs).
 """
@@ -195,7 +196,9 @@ def _restarted(spec, number: int):
     if "://" in spec.output:
         return spec
     path = Path(spec.output)
-    for stale in path.parent.glob(f".{path.stem}*.partial-*{path.suffix}"):
+    stale_files = [*path.parent.glob(f".{path.stem}.partial-*{path.suffix}"),
+                   *path.parent.glob(f".{path.stem}.restart*.partial-*{path.suffix}")]
+    for stale in stale_files:
         pid = stale.name.rsplit(".partial-", 1)[1].split(".")[0]
         if pid.isdigit() and not _alive(int(pid)):
             stale.unlink(missing_ok=True)
