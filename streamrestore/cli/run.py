@@ -256,17 +256,23 @@ def _cluster_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> list[
         return path if path is None or is_live(str(path)) else os.path.abspath(str(path))
 
     specs = [dataclasses.replace(s, input=absolute(s.input), output=absolute(s.output)) for s in specs]
-    stop = threading.Event()
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, lambda *_: stop.set())
-    try:
+    with _signals_set(threading.Event()) as stop:
         return run_cluster(args.cluster, specs, make_backend=functools.partial(_create_backend, args),
                            open_source=functools.partial(_open_feed, args),
                            open_sink=functools.partial(_open_feed_output, args), batch=args.batch,
                            batch_wait_ms=args.batch_wait_ms, facts=functools.partial(_facts, args),
                            fusion=args.temporal, stop=stop)
+
+
+@contextlib.contextmanager
+def _signals_set(event: threading.Event):
+    """While active (main thread only), SIGINT and SIGTERM set `event` instead of raising."""
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda *_: event.set())
+    try:
+        yield event
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -331,16 +337,8 @@ def _linger(args: argparse.Namespace) -> None:
     """Keep the metrics endpoint up --metrics-linger seconds after the run; SIGINT or SIGTERM end the wait."""
     if args.metrics_port is None or not args.metrics_linger:
         return
-    done = threading.Event()
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, lambda *_: done.set())
-    try:
+    with _signals_set(threading.Event()) as done:
         done.wait(args.metrics_linger)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def _create_backend(args: argparse.Namespace):
