@@ -26,8 +26,6 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,87 +37,11 @@ import av
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+from ray_cluster import RAY_ENV, LocalRayCluster  # noqa: E402 - the cluster the tests start, from tests/
+
 CLI = [sys.executable, "-m", "streamrestore.cli", "run"]
-# a cluster on 127.0.0.1 only, without Ray's token authentication (as tests/test_cluster.py)
-RAY_ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 NOTE = ("On this machine every Ray node shares the same cores: the table shows the cluster path's "
         "overhead and its correctness, not a speed-up (more nodes on one machine add no compute).")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _listening(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
-
-
-class Cluster:
-    """A Ray cluster on 127.0.0.1 of this script's own `ray start --block` processes (one process group
-    each); `grow(n)` adds nodes up to n, `close()` stops exactly those groups."""
-
-    def __init__(self, cpus_per_node: int) -> None:
-        self.cpus = cpus_per_node
-        self.temp = tempfile.mkdtemp(prefix="sr-ray-", dir="/tmp")  # short: Ray's socket paths live under it
-        self.gcs, self.client = _free_port(), _free_port()
-        self.nodes: list[subprocess.Popen] = []
-        self.nodes.append(self._start("--head", "--port", str(self.gcs), "--ray-client-server-port",
-                                      str(self.client), "--include-dashboard", "false", "--temp-dir", self.temp,
-                                      "--disable-usage-stats"))
-        _listening(self.gcs, 90)
-        self._wait(1)
-        _listening(self.client, 60)
-
-    @property
-    def address(self) -> str:
-        return f"ray://127.0.0.1:{self.client}"
-
-    def _start(self, *args: str) -> subprocess.Popen:
-        ray = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
-        return subprocess.Popen([ray, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus",
-                                 str(self.cpus), "--object-store-memory", str(200 * 2**20), *args], env=RAY_ENV,
-                                cwd=self.temp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-
-    def _wait(self, count: int) -> None:
-        code = ("import ray, sys, time; ray.init(address=sys.argv[1], logging_level='ERROR')\n"
-                "deadline = time.monotonic() + 90\n"
-                "alive = lambda: sum(n['Alive'] for n in ray.nodes())\n"
-                "while alive() < int(sys.argv[2]) and time.monotonic() < deadline: time.sleep(0.2)\n"
-                "sys.exit(alive() < int(sys.argv[2]))")
-        subprocess.run([sys.executable, "-c", code, f"127.0.0.1:{self.gcs}", str(count)], check=True, timeout=120,
-                       capture_output=True, env=RAY_ENV)
-
-    def grow(self, count: int) -> None:
-        while len(self.nodes) < count:
-            self.nodes.append(self._start("--address", f"127.0.0.1:{self.gcs}"))
-        self._wait(count)
-
-    def close(self) -> None:
-        for node in reversed(self.nodes):
-            for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-                try:
-                    os.killpg(node.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    node.wait(timeout=wait)
-                except subprocess.TimeoutExpired:
-                    continue
-            try:
-                os.killpg(node.pid, signal.SIGKILL)  # what the group still holds (the node's own processes)
-            except ProcessLookupError:
-                pass
-        self.nodes = []
-        shutil.rmtree(self.temp, ignore_errors=True)
 
 
 def _frames_in(path: Path) -> int:
@@ -253,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             row("one process", "denoise", feeds, None)
         for nodes in sorted(args.nodes):
             if cluster is None:
-                cluster = Cluster(args.cpus_per_node)
+                cluster = LocalRayCluster(args.cpus_per_node)
             cluster.grow(nodes)
             label = f"{nodes} node" + ("s" if nodes > 1 else "")
             for feeds in args.feeds:

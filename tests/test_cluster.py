@@ -6,12 +6,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,13 +16,12 @@ from pathlib import Path
 import pytest
 
 from media import make_clip, probe
+from ray_cluster import RAY_ENV, LocalRayCluster
 from rtsp_fixtures import free_port, rtsp_clip, rtsp_server_factory  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "streamrestore.cli", "run"]
 HAVE_RAY = importlib.util.find_spec("ray") is not None
-# the test cluster: on 127.0.0.1 only, without Ray's token authentication (its token file is per machine)
-RAY_ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="Ray not installed (pip install 'ray[client]')")
 
 
@@ -62,64 +58,17 @@ def test_bad_cluster_options_are_one_line(tmp_path, extra, needle):
     _one_line_error(proc, needle)
 
 
-def _ray_start(*args: str, temp: str) -> subprocess.Popen:
-    """`ray start --block ...` in its own process group: the test stops that group, nothing else."""
-    ray = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
-    return subprocess.Popen([ray, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-                             "--object-store-memory", str(100 * 2**20), *args], env=RAY_ENV, cwd=temp,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-
-def _listening(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # what the group still holds (the node's own processes)
-    except ProcessLookupError:
-        pass
-
-
 @pytest.fixture(scope="module")
 def cluster():
     """ray://127.0.0.1:PORT of a two-node Ray cluster on this machine (head + one more node, 1 CPU each)."""
     if not HAVE_RAY:
         pytest.skip("Ray not installed (pip install 'ray[client]')")
-    temp = tempfile.mkdtemp(prefix="sr-ray-", dir="/tmp")  # short: Ray's socket paths live under it
-    gcs, client = free_port(), free_port()
-    nodes = [_ray_start("--head", "--port", str(gcs), "--ray-client-server-port", str(client),
-                        "--include-dashboard", "false", "--temp-dir", temp, "--disable-usage-stats", temp=temp)]
+    nodes = LocalRayCluster(cpus_per_node=1, object_store_mb=100)
     try:
-        _listening(gcs, 60)
-        nodes.append(_ray_start("--address", f"127.0.0.1:{gcs}", temp=temp))
-        wait = ("import ray, sys, time; ray.init(address=sys.argv[1], logging_level='ERROR')\n"
-                "deadline = time.monotonic() + 60\n"
-                "while sum(n['Alive'] for n in ray.nodes()) < 2 and time.monotonic() < deadline: time.sleep(0.2)\n"
-                "sys.exit(sum(n['Alive'] for n in ray.nodes()) < 2)")
-        subprocess.run([sys.executable, "-c", wait, f"127.0.0.1:{gcs}"], check=True, timeout=90,
-                       capture_output=True, env=RAY_ENV)
-        _listening(client, 30)
-        yield f"ray://127.0.0.1:{client}"
+        nodes.grow(2)
+        yield nodes.address
     finally:
-        for node in reversed(nodes):
-            _stop(node)
-        shutil.rmtree(temp, ignore_errors=True)
+        nodes.close()
 
 
 def _summary(path: Path) -> tuple[dict, list[dict]]:
