@@ -51,7 +51,7 @@ def random_batch(h: int, w: int, steps: int, n: int = 2, seed: int = 0):
 
 def torch_fp32(model, steps: int, frames: np.ndarray, noise: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        return build_graph(model, steps)(torch.from_numpy(frames), torch.from_numpy(noise)).numpy()
+        return build_graph(model)(torch.from_numpy(frames), torch.from_numpy(noise)).numpy()
 
 
 def test_graph_facts(graph_1step):

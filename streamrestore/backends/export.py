@@ -50,12 +50,12 @@ def code_version() -> str:
     return digest.hexdigest()[:16]
 
 
-def build_graph(model: ConsistencyModel, steps: int, fp16: bool = False) -> RestoreFrames:
+def build_graph(model: ConsistencyModel, fp16: bool = False) -> RestoreFrames:
     """A float32 CPU copy of `model` (network body in half with `fp16`) wrapped as the frame path to trace."""
     model = copy.deepcopy(model).cpu().float().eval()
     if fp16:
         model.network.half()  # LayerNorm2d and the OECF stay float32 (DESIGN.md s.7)
-    return RestoreFrames(model, steps).eval()
+    return RestoreFrames(model).eval()
 
 
 def export_onnx(model: ConsistencyModel, path: str | Path, steps: int = 1, fp16: bool = False,
@@ -67,7 +67,7 @@ def export_onnx(model: ConsistencyModel, path: str | Path, steps: int = 1, fp16:
     if fixed_noise is not None and size is None:
         raise ValueError("a baked-in fixed noise needs fixed sizes")
     device = "cuda" if fp16 and torch.cuda.is_available() else "cpu"  # FP16 convolutions are slow on the CPU
-    graph = build_graph(model, steps, fp16).to(device)
+    graph = build_graph(model, fp16).to(device)
     h, w = EXAMPLE_SIZE
     frames = torch.zeros((2, h, w, 3), dtype=torch.uint8, device=device)  # batch 1 would be traced as fixed
     inputs = (frames, torch.zeros(noise_shape(steps, 2, h, w, multiple(model)), device=device))

@@ -52,7 +52,7 @@ class FrameRestorer(torch.nn.Module):
     def __init__(self, model, steps: int, noise: NoisePolicy, compile: bool = False, tile: int | None = None):
         super().__init__()
         self.model, self.steps, self.noise = model, steps, noise
-        self.restore = RestoreFrames(model, steps)  # the frame path the ONNX export traces too
+        self.restore = RestoreFrames(model)  # the frame path the ONNX export traces too
         self.tile = check_tile(tile)
         self.multiple = model.network.pad_multiple
         self._compiled = None

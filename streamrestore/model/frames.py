@@ -43,9 +43,9 @@ class RestoreFrames(nn.Module):
     previous: a temporal model's previous restored frame per frame (streamrestore.runtime.temporal); a one-frame
     model ignores it."""
 
-    def __init__(self, model: nn.Module, steps: int):
+    def __init__(self, model: nn.Module):
         super().__init__()
-        self.model, self.steps = model, steps
+        self.model = model  # the step count is the noise's: one z per step
 
     def forward(self, frames: torch.Tensor, noise, previous: torch.Tensor | None = None) -> torch.Tensor:
         frames = frames.float()
