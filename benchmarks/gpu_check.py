@@ -8,24 +8,28 @@ is left of --budget-s is skipped and says so.
 
   machine       the GPU, driver, PyTorch and CUDA versions
   parity        FP16 against FP32 at 1080p on every task's shipped model (and the video model with
-                its `previous` input): max, signed mean and share of pixels more than 2 levels apart
+                its `previous` input): max, signed mean and share of pixels more than 2 levels apart;
+                and colour on the device (I420 in and out, FP16) against the host's (FP32), in the planes
   model_only    restore calls on frames already on the GPU (uint8 in, uint8 out), timed with CUDA
                 events: 480p/720p/1080p x 1/2 steps x batch 1/4/8, eager FP16, FP32 at batch 1,
                 eager FP16 with channels-last weights at 1080p
   overlap       the double buffer's upload / restore / download spans from CUDA events over
-                pipelined 1080p batches: how much of each copy ran while another batch was restored
-  syncs         host synchronisations inside the batch loop: torch.cuda.set_sync_debug_mode warnings
-                and the CUDA runtime's synchronising calls seen by torch.profiler, per frame
+                pipelined 1080p batches (I420, as a run sends them): how much of each copy ran while
+                another batch was restored
+  syncs         host synchronisations inside the batch loop (I420 batches): torch.cuda.set_sync_debug_mode
+                warnings and the CUDA runtime's synchronising calls seen by torch.profiler, per frame
   compiled      the same with `--compile` (torch.compile, CUDA graphs): compile time, parity with the
                 eager FP32 output, model-only speed, overlap and syncs
   pipeline      the threaded file pipeline (decode -> restore -> encode) on a 1080p H.264 clip per
-                x264 preset (and h264_nvenc where the driver has it), passthrough as its ceiling,
-                against the naive loop (decode, eager FP32 one frame, encode, nothing overlapped)
+                x264 preset (and h264_nvenc where the driver has it), colour on the device (the
+                default on CUDA) and on the host, passthrough as its ceiling, against the naive loop
+                (decode, eager FP32 one frame, encode, nothing overlapped)
   driving       batch 1 on a feed paced at 30 fps: end-to-end p50/p99, and what the model adds over
                 the passthrough pipeline
   surveillance  16 feeds of 1080p on one engine (the profile's batch 8, 30 ms wait, veryfast +
                 zerolatency): aggregate and per-feed FPS, eager and compiled, OpenCV's own threads or one
-  cpu_stages    a 1080p frame's host time: decode alone, YCbCr <-> RGB, libx264 alone per preset
+  cpu_stages    a 1080p frame's host time: decode alone, YCbCr <-> RGB, the I420 planes' copies
+                (what colour on the device leaves the host), libx264 alone per preset
   cli           `streamrestore run` as a user types it on the 1080p clip (the default temporal mode,
                 and --temporal off --compile --batch 8 --preset ultrafast)
 
@@ -124,6 +128,19 @@ def _eight_frames(task: str, width: int, height: int) -> np.ndarray:
     return frames
 
 
+def i420_batch(frames: np.ndarray):
+    """(I420 planes (N, 3H/2, W), their coding): RGB frames as a BT.709 limited-range 4:2:0 decoder gives them."""
+    from streamrestore.io import ycbcr
+
+    fmt = ycbcr.YCbCrFormat.of("yuv420p", ycbcr.BT709, ycbcr.LIMITED)
+    return np.stack([ycbcr.frame_to_i420(ycbcr.rgb_to_frame(f, fmt)) for f in frames]), fmt
+
+
+def submit_as_run(engine, frames: np.ndarray, coded):
+    """engine.submit as the pipeline calls it: I420 planes (`coded` from i420_batch) or RGB (None)."""
+    return engine.submit(coded[0], ycbcr=coded[1]) if coded is not None else engine.submit(frames)
+
+
 # ---- sections ---------------------------------------------------------------------------------
 
 def machine(check: Check) -> dict:
@@ -170,6 +187,16 @@ def parity(check: Check) -> dict:
         fp32 = backend(check, task, fp16=False, temporal=True)(now, previous)
         fp16 = backend(check, task, fp16=True, temporal=True)(now, previous)
         rows[f"{task} video model"] = levels(fp16, fp32)
+    # colour on the device: I420 in and out on the FP16 engine, against the host's conversions around FP32
+    from streamrestore.io import ycbcr
+
+    frames = sample_frames("denoise", width, height, 2)
+    planes, fmt = i420_batch(frames)
+    device = backend(check, "denoise", fp16=True, device_colour=True).submit(planes, ycbcr=fmt).result()
+    decoded = np.stack([ycbcr.frame_to_rgb(ycbcr.i420_to_frame(p, fmt), fmt) for p in planes])
+    host = backend(check, "denoise", fp16=False, device_colour=False)(decoded)
+    reference = np.stack([ycbcr.frame_to_i420(ycbcr.rgb_to_frame(f, fmt)) for f in host])
+    rows["denoise, colour on the device (I420 planes)"] = levels(device, reference)
     worst = max(r["max"] for r in rows.values())
     return {"size": f"{width}x{height}", "rows": rows, "worst_max": worst,
             "meets_2_levels": worst <= PARITY_LEVELS}
@@ -243,15 +270,17 @@ def model_only(check: Check) -> dict:
 
 def spans(check: Check, engine, res: str, batch: int, batches: int) -> tuple[list[dict], float]:
     """Per batch: the CUDA-event times (ms from the first upload) of each stage, over `batches`
-    batches submitted two in flight as the pipeline does; and the host seconds it took."""
+    batches submitted two in flight as the pipeline does (I420 when the engine takes it); and the host
+    seconds it took."""
     width, height = check.sizes[res]
     frames = sample_frames("denoise", width, height, batch)
-    engine(frames)  # the slots exist and anything lazy has run
-    engine(frames)
+    coded = i420_batch(frames) if engine.takes_i420 else None
+    submit_as_run(engine, frames, coded).result()  # the slots exist and anything lazy has run
+    submit_as_run(engine, frames, coded).result()
     out, pending = [], []
     started = time.perf_counter()
     for _ in range(batches):
-        pending.append(engine.submit(frames))
+        pending.append(submit_as_run(engine, frames, coded))
         if len(pending) == 2:
             first = pending.pop(0)
             first.result()
@@ -292,19 +321,20 @@ def count_syncs(check: Check, engine, res: str, batch: int, batches: int) -> dic
     runtime's synchronising calls (cuda*Synchronize, blocking cudaMemcpy) seen by torch.profiler."""
     width, height = check.sizes[res]
     frames = sample_frames("denoise", width, height, batch)
-    engine(frames)
-    engine(frames)
+    coded = i420_batch(frames) if engine.takes_i420 else None
+    submit_as_run(engine, frames, coded).result()
+    submit_as_run(engine, frames, coded).result()
 
     def loop():
         pending = []
         for _ in range(batches):
-            pending.append(engine.submit(frames))
+            pending.append(submit_as_run(engine, frames, coded))
             if len(pending) == 2:
                 pending.pop(0).result()
         for p in pending:
             p.result()
 
-    result = {"frames": batches * batch}
+    result = {"frames": batches * batch, "i420": coded is not None}
     if check.device != "cuda":
         return {**result, "note": "CPU run: nothing to count"}
     with warnings.catch_warnings(record=True) as caught:
@@ -338,7 +368,8 @@ def count_syncs(check: Check, engine, res: str, batch: int, batches: int) -> dic
 def overlap(check: Check) -> dict:
     engine = backend(check, fp16=True)
     batches, wall = spans(check, engine, "1080p", 8, 12 if not check.dry else 3)
-    return {"resolution": "1080p", "batch": 8, "batches": len(batches), "host_seconds": round(wall, 3),
+    return {"resolution": "1080p", "batch": 8, "i420": engine.takes_i420, "batches": len(batches),
+            "host_seconds": round(wall, 3),
             "fps": round(8 * len(batches) / wall, 1), **overlap_of(batches)}
 
 
@@ -433,6 +464,7 @@ def pipeline(check: Check) -> dict:
 
     eager = backend(check, fp16=True)
     row("passthrough", PassthroughBackend(), 8, preset="ultrafast")
+    row("eager fp16, colour on the host", backend(check, fp16=True, device_colour=False), 8, preset="ultrafast")
     for preset in ("ultrafast", "veryfast", "medium"):
         row("eager fp16", eager, 8, preset=preset)
     row("eager fp16", eager, 4, preset="ultrafast")
@@ -440,6 +472,7 @@ def pipeline(check: Check) -> dict:
     engine = getattr(check, "compiled_engine", None)
     if engine is not None:
         row("compiled fp16", engine, 8, preset="ultrafast")
+        row("compiled fp16", engine, 8, preset="veryfast")
     naive_engine = backend(check, fp16=False)
     naive = _bench.naive_baseline(clip, naive_engine, out, warmup=2)
     naive.pop("end_to_end_samples_ms", None)
@@ -532,6 +565,13 @@ def cpu_stages(check: Check) -> dict:
         from_rgb = (time.perf_counter() - started) * 1e3 / len(rgb)
         figures[f"opencv_{threads}_threads"] = {"to_rgb_ms": round(to_rgb, 2), "from_rgb_ms": round(from_rgb, 2)}
     cv2.setNumThreads(figures["opencv_threads"])
+    started = time.perf_counter()
+    planes = [ycbcr.frame_to_i420(f) for f in frames[:40]]
+    figures["i420_out_of_frame_ms"] = round((time.perf_counter() - started) * 1e3 / len(planes), 3)
+    started = time.perf_counter()
+    for p in planes:
+        ycbcr.i420_to_frame(p, fmt)
+    figures["i420_into_frame_ms"] = round((time.perf_counter() - started) * 1e3 / len(planes), 3)
     figures["x264"] = [_bench.encoder_speed(clip, preset, tune) for preset, tune in
                        (("ultrafast", None), ("veryfast", "zerolatency"), ("veryfast", None), ("medium", None))]
     return figures
@@ -541,7 +581,7 @@ def cli(check: Check) -> dict:
     """`streamrestore run` as a user types it, on the 1080p clip: FPS and stages from its --report."""
     clip = make_clip(check, "1080p", 240 if not check.dry else 8)
     device = ["--device", check.device]
-    runs = {"default (temporal auto: video model + fusion)": [],
+    runs = {"--temporal off --batch 8 --preset ultrafast": ["--temporal", "off", "--batch", "8", "--preset", "ultrafast"],
             "--temporal off --compile --batch 8 --preset ultrafast": ["--temporal", "off", "--compile", "--batch", "8",
                                                                      "--preset", "ultrafast"]}
     rows = {}

@@ -46,7 +46,8 @@ __all__ = ["BACKEND_NAMES", "PRECISION_NAMES", "BackendUnavailable", "check_prec
 def create_backend(task: str, *, backend: str = "auto", device: str = "auto", steps: int = 1,
                    noise: str | None = None, weights: str | None = None, fp16: bool | None = None,
                    temporal: bool = False, compile: bool = False, precision: str | None = None,
-                   threads: int | None = None, calibration: str | None = None, tile: int | None = None) -> Backend:
+                   threads: int | None = None, calibration: str | None = None, tile: int | None = None,
+                   device_colour: bool | None = None) -> Backend:
     """Build the backend that restores frames of `task` (N,H,W,3 uint8 RGB -> same).
 
     temporal: without `weights`, load the task's shipped video model (streamrestore.runtime.temporal) where
@@ -58,6 +59,8 @@ def create_backend(task: str, *, backend: str = "auto", device: str = "auto", st
     tile: frames above streamrestore.model.tiles.TILE_ABOVE pixels restore in tiles of this side (default
     tiles.TILE) on the torch backend, whichever backend runs the others (backends.large_frames), so
     memory stays bounded whatever the size; 0: never.
+    device_colour: the torch backend takes I420 planes and converts colour where it runs (default: on CUDA;
+    streamrestore.backends.torch_backend); the host converts otherwise, as for every other backend.
     Task and step count are checked here, once, for every backend; the weights, their noise policy and
     description are loaded here, once (LoadedModel), and handed to each backend tried."""
     from streamrestore.tasks import check_task
@@ -72,7 +75,7 @@ def create_backend(task: str, *, backend: str = "auto", device: str = "auto", st
     from streamrestore.model.tiles import check_tile
 
     kwargs = dict(loaded=_Loader(task, weights, steps, noise, temporal), fp16=fp16, precision=precision,
-                  threads=threads, calibration=calibration, tile=check_tile(tile))
+                  threads=threads, calibration=calibration, tile=check_tile(tile), device_colour=device_colour)
     if compile:
         if backend not in ("auto", "torch"):
             raise UserError(f"--compile runs the torch backend; drop --backend {backend} or --compile")
@@ -95,7 +98,8 @@ def _large_frames_on_torch(built: Backend, kwargs: dict) -> Backend:
     if built.name == "torch" or not kwargs["tile"]:
         return built
     device = "cuda" if built.device == "cuda" and torch.cuda.is_available() else "cpu"
-    options = {k: v for k, v in kwargs.items() if k not in ("precision", "threads", "calibration", "fp16")}
+    options = {k: v for k, v in kwargs.items() if k not in ("precision", "threads", "calibration", "fp16",
+                                                            "device_colour")}
     return LargeFrames(built, kwargs["tile"], lambda: build(
         "torch", device=device, fp16=device == "cuda" and built.precision == "fp16", **options))
 
@@ -187,10 +191,10 @@ def build(name: str, precision: str | None = None, threads: int | None = None, c
     """The backend `name`; precision, threads and calibration go to the backends that take them, the
     others get fp16 from precision."""
     module, cls = BACKENDS[name]
-    tile = kwargs.pop("tile", None)
+    tile, device_colour = kwargs.pop("tile", None), kwargs.pop("device_colour", None)
     kwargs["loaded"] = kwargs["loaded"](weights_device(name, kwargs.get("device", "auto")))
     if name == "torch":
-        kwargs["tile"] = tile
+        kwargs.update(tile=tile, device_colour=device_colour)
     if name in TAKES_PRECISION:
         fp16 = kwargs.pop("fp16", None)
         precision = precision or (None if fp16 is None else "fp16" if fp16 else "fp32")

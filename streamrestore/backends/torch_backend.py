@@ -4,17 +4,25 @@ CUDA path (DESIGN.md section 3): pinned host buffers, an upload stream, a comput
 download stream, two buffer slots in flight, so the upload of batch k+1 and the download of batch
 k-1 overlap the restore of batch k; uint8<->float conversion, padding and cropping on the GPU;
 stage times from CUDA events.
+
+Colour on the device (`takes_i420`, on by default on CUDA): a batch may come as the frames' decoded
+8-bit 4:2:0 planes (I420, (N, 3H/2, W) uint8, coded as `ycbcr`) instead of R'G'B'; it is converted
+to R'G'B' where the model runs, restored, and converted back to I420 there
+(streamrestore.io.ycbcr_torch), so half the bytes cross PCIe and the host converts nothing.
 """
 from __future__ import annotations
 
 import copy
 import logging
+import time
 
 import numpy as np
 import torch
 
-from streamrestore.backends.base import BackendBase, LoadedModel, check_batch
+from streamrestore.backends.base import BackendBase, Done, LoadedModel, check_batch
 from streamrestore.errors import UserError
+from streamrestore.io import ycbcr_torch
+from streamrestore.io.ycbcr import YCbCrFormat, is_i420
 from streamrestore.model.frames import RestoreFrames, noise_shape
 from streamrestore.model.sampler import NoisePolicy
 from streamrestore.model.tiles import check_tile, restore_tiled, tiled
@@ -79,6 +87,13 @@ class FrameRestorer(torch.nn.Module):
             return self.restore(frames, self.noise.draw_shaped(self.steps, padded, frames.device), previous)
         return self._restore_compiled(frames, previous, padded)
 
+    def restore_coded(self, frames: torch.Tensor, previous: torch.Tensor | None,
+                      ycbcr: YCbCrFormat | None) -> torch.Tensor:
+        """forward() on R'G'B' frames, or on I420 planes coded as `ycbcr` (converted to R'G'B' and back here)."""
+        if ycbcr is None:
+            return self(frames, previous)
+        return ycbcr_torch.rgb_to_i420(self(ycbcr_torch.i420_to_rgb(frames, ycbcr), previous), ycbcr)
+
     @torch.inference_mode()
     def _restore_compiled(self, frames: torch.Tensor, previous: torch.Tensor | None, padded: tuple) -> torch.Tensor:
         n, h, w = frames.shape[:3]
@@ -111,9 +126,10 @@ class TorchBackend(BackendBase):
     name = "torch"
 
     def __init__(self, loaded: LoadedModel, device: str = "auto", fp16: bool | None = None, compile: bool = False,
-                 tile: int | None = None):
+                 tile: int | None = None, device_colour: bool | None = None):
         """tile: frames above streamrestore.model.tiles.TILE_ABOVE pixels restore in tiles of this side
-        (default tiles.TILE; 0: never), in bounded memory and with the whole-frame result."""
+        (default tiles.TILE; 0: never), in bounded memory and with the whole-frame result.
+        device_colour: take I420 batches and convert colour where the model runs (default: on CUDA)."""
         super().__init__(loaded)
         self.device = resolve_device(device)
         if fp16 and self.device == "cpu":
@@ -129,19 +145,43 @@ class TorchBackend(BackendBase):
             self.model += ", torch.compile"
         self._cuda = _CudaDoubleBuffer(self.restorer) if self.device == "cuda" else None
         self.asynchronous = self._cuda is not None  # submit() returns before the GPU has finished
+        self.takes_i420 = (self.device == "cuda" if device_colour is None else device_colour) and not self.temporal
 
     @torch.inference_mode()
-    def submit(self, frames: np.ndarray, previous: np.ndarray | None = None):
+    def submit(self, frames: np.ndarray, previous: np.ndarray | None = None, ycbcr: YCbCrFormat | None = None):
         """Queue a batch (N, H, W, 3) uint8 (and, for a temporal model, each frame's previous restored
-        frame, same shape); returns a Pending whose result() is the restored batch."""
-        if self._cuda is not None and not tiled(np.shape(frames), self.restorer.tile):
-            return self._cuda.submit(check_batch(frames, previous), previous)
-        return super().submit(frames, previous)  # a large frame on CUDA: tiled, uploaded and downloaded whole
+        frame, same shape); returns a Pending whose result() is the restored batch. With `ycbcr` the batch
+        is I420 planes coded so (N, 3H/2, W), and so is the result (module docstring)."""
+        if ycbcr is not None:
+            frames = check_i420(frames, ycbcr, self.takes_i420)
+            shape = (len(frames), frames.shape[1] * 2 // 3, frames.shape[2], 3)
+        else:
+            frames = check_batch(frames, previous)
+            shape = frames.shape
+        if self._cuda is not None and not tiled(shape, self.restorer.tile):
+            return self._cuda.submit(frames, previous, ycbcr)
+        # the CPU, or a large frame on CUDA: tiled, uploaded and downloaded whole
+        start = time.perf_counter()
+        out = self.run(frames, previous, ycbcr)
+        return Done(out, {"upload": 0.0, "restore": (time.perf_counter() - start) * 1e3, "download": 0.0})
 
     @torch.inference_mode()
-    def run(self, frames: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
+    def run(self, frames: np.ndarray, previous: np.ndarray | None, ycbcr: YCbCrFormat | None = None) -> np.ndarray:
         history = None if previous is None else torch.from_numpy(np.ascontiguousarray(previous)).to(self.device)
-        return self.restorer(torch.from_numpy(np.ascontiguousarray(frames)).to(self.device), history).cpu().numpy()
+        return self.restorer.restore_coded(torch.from_numpy(np.ascontiguousarray(frames)).to(self.device), history,
+                                           ycbcr).cpu().numpy()
+
+
+def check_i420(frames: np.ndarray, ycbcr: YCbCrFormat, takes_i420: bool) -> np.ndarray:
+    """`frames` as an array of I420 planes (N, 3H/2, W) uint8, or ValueError saying what is wrong."""
+    frames = np.asarray(frames)
+    if not takes_i420:
+        raise ValueError("this backend takes R'G'B' frames (N, H, W, 3), not I420 planes: its takes_i420 is false")
+    if frames.dtype != np.uint8 or frames.ndim != 3 or len(frames) == 0 or frames.shape[1] % 3 or \
+            not is_i420(ycbcr, frames.shape[2], frames.shape[1] * 2 // 3):
+        raise ValueError(f"expected a batch of I420 planes of shape (N, 3H/2, W) uint8 with N >= 1 and H, W even, "
+                         f"coded as 8-bit 4:2:0, got {frames.dtype} {frames.shape} coded as {ycbcr.pix_fmt}")
+    return frames
 
 
 class _Slot:
@@ -189,7 +229,8 @@ class _CudaDoubleBuffer:
         self.turn = 0
         self.origin: torch.cuda.Event | None = None
 
-    def submit(self, frames: np.ndarray, previous: np.ndarray | None = None) -> _CudaPending:
+    def submit(self, frames: np.ndarray, previous: np.ndarray | None = None,
+               ycbcr: YCbCrFormat | None = None) -> _CudaPending:
         n = len(frames)
         if previous is not None:  # one upload: the frames, then their previous restored frames
             frames = np.concatenate([frames, previous])
@@ -209,7 +250,8 @@ class _CudaDoubleBuffer:
         with torch.cuda.stream(self.compute), torch.inference_mode():
             self.compute.wait_event(slot.events["uploaded"])
             slot.events["restore_start"].record()
-            out = self.restorer(slot.device_in[:n], slot.device_in[n:] if previous is not None else None)
+            out = self.restorer.restore_coded(slot.device_in[:n], slot.device_in[n:] if previous is not None else None,
+                                              ycbcr)
             slot.events["restored"].record()
         with torch.cuda.stream(self.download):
             self.download.wait_event(slot.events["restored"])

@@ -34,7 +34,11 @@ class StreamInfo:
 
 @dataclass
 class DecodedFrame:
-    """One frame: image is (H, W, 3) uint8 RGB; pts in time_base units (None for still images)."""
+    """One frame: image is (H, W, 3) uint8 RGB; pts in time_base units (None for still images).
+
+    With `ycbcr` set, image is instead the frame's decoded 8-bit 4:2:0 planes, I420 (3H/2, W) uint8 coded
+    as `ycbcr` (streamrestore.io.ycbcr): a source gives frames so only when asked (its `i420` set true, by a
+    run whose backend converts colour on its device: `takes_i420`); every sink takes both kinds."""
 
     image: np.ndarray
     index: int
@@ -45,6 +49,22 @@ class DecodedFrame:
     duration: int | None = None  # in time_base units, None when unknown
     timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
     discontinuity: str | None = None  # "corrupt" or "reconnect" when frames were lost just before this one
+    ycbcr: object = None  # streamrestore.io.ycbcr.YCbCrFormat when image holds I420 planes
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the picture, whichever way image holds it."""
+        rows, width = self.image.shape[:2]
+        return (rows * 2 // 3 if self.ycbcr is not None else rows), width
+
+    def rgb(self, image: np.ndarray | None = None) -> np.ndarray:
+        """`image` (default: this frame's), a picture in this frame's form, as (H, W, 3) uint8 R'G'B'."""
+        image = self.image if image is None else image
+        if self.ycbcr is None:
+            return image
+        from streamrestore.io.ycbcr import i420_to_rgb
+
+        return i420_to_rgb(image, self.ycbcr)
 
 
 class FrameSource(Protocol):

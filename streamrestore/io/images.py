@@ -82,7 +82,8 @@ class ImageSink:
             self._made_folder = True
 
     def write(self, image: np.ndarray, frame: DecodedFrame) -> None:
-        """Write one (H, W, 3) uint8 RGB image under its final name, atomically."""
+        """Write one (H, W, 3) uint8 RGB image (or I420 planes: see DecodedFrame) under its final name, atomically."""
+        image = frame.rgb(image)
         if self.single:
             target = self.dest
         else:

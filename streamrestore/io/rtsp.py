@@ -158,6 +158,7 @@ class RtspSource:
         self.info = StreamInfo(width=0, height=0, time_base=TIME_BASE, is_live=True, name=url)
         self.skipped = 0
         self.dropped = 0
+        self.i420 = False  # True: 8-bit 4:2:0 frames of even size come as I420 planes (DecodedFrame.ycbcr)
         self.reconnects = 0  # sessions that delivered frames after the first one
         self.events: collections.deque[str] = collections.deque(maxlen=100)  # latest drops/attempts, for the report
         self._capacity = 1 if policy == "latest" else max(1, queue_size)
@@ -248,13 +249,15 @@ class RtspSource:
         if session.colour is None:
             cc = stream.codec_context
             session.colour = ColourConverter(cc.colorspace, cc.color_range, cc.pix_fmt, frame.height)
-        image = session.colour.to_rgb(frame)
         if self.info.width == 0:
             rate = stream.average_rate or stream.guessed_rate
-            self.info.width, self.info.height = image.shape[1], image.shape[0]
+            self.info.width, self.info.height = frame.width, frame.height
             self.info.average_rate = Fraction(rate) if rate else None
             self.info.codec = stream.codec_context.name
-        elif image.shape[:2] != (self.info.height, self.info.width):  # camera reconfigured
+        same_size = (frame.height, frame.width) == (self.info.height, self.info.width)
+        planes = session.colour.i420_of(frame) if self.i420 and same_size else None
+        image = planes[0] if planes else session.colour.to_rgb(frame)
+        if not same_size:  # camera reconfigured
             image = cv2.resize(image, (self.info.width, self.info.height), interpolation=cv2.INTER_AREA)
         seconds = float(frame.pts * frame.time_base) if frame.pts is not None else None
         out = self._output_seconds(seconds, now, session)
@@ -265,7 +268,8 @@ class RtspSource:
             if 0.0 <= network < 60.0:  # same-clock sanity check
                 captured, timings = now - network, {"network": network * 1e3}
         item = DecodedFrame(image=image, index=self._received, pts=round(out / TIME_BASE),
-                            time_base=TIME_BASE, captured_at=captured, timings=timings)
+                            time_base=TIME_BASE, captured_at=captured, timings=timings,
+                            ycbcr=planes[1] if planes else None)
         self._received += 1
         session.frames += 1
         if session.frames == 1 and self._received > 1:
@@ -389,7 +393,8 @@ class H264Sink:
         self._last_pts = pts
         if self.realtime:
             self._pace(pts * float(TIME_BASE))
-        video = self._colour.from_rgb(image[: self.stream.height, : self.stream.width], "yuv420p")
+        video = (self._colour.from_image(image, frame, "yuv420p") if frame.ycbcr is not None  # even sizes only
+                 else self._colour.from_rgb(image[: self.stream.height, : self.stream.width], "yuv420p"))
         video.pts, video.time_base = pts, TIME_BASE
         self._mux(self.stream.encode(video))
         self.frames += 1

@@ -84,6 +84,20 @@ class ColourConverter:
         return frame.to_ndarray(format="rgb24", interpolation=_sws_interpolation(_DECODE_SCALER),
                                 src_colorspace=self._sws["colorspace"], src_color_range=self._sws["color_range"])
 
+    def i420_of(self, frame: av.VideoFrame) -> tuple[np.ndarray, ycbcr.YCbCrFormat] | None:
+        """(I420 planes, their format) of a decoded 8-bit 4:2:0 frame of even size; None for any other."""
+        fmt = self._planar(frame.format.name)
+        if fmt is None or not ycbcr.is_i420(fmt, frame.width, frame.height):
+            return None
+        return ycbcr.frame_to_i420(frame), fmt
+
+    def from_image(self, image: np.ndarray, frame: DecodedFrame, pix_fmt: str) -> av.VideoFrame:
+        """A frame in `pix_fmt` from a restored picture in the form of `frame` (R'G'B' or I420): I420 planes in
+        this stream's own format go in as they are; anything else through R'G'B'."""
+        if frame.ycbcr is not None and frame.ycbcr == self._planar(pix_fmt):
+            return ycbcr.i420_to_frame(image, frame.ycbcr)
+        return self.from_rgb(frame.rgb(image), pix_fmt)
+
     def from_rgb(self, image: np.ndarray, pix_fmt: str) -> av.VideoFrame:
         """A frame in `pix_fmt` from an (H, W, 3) uint8 RGB image."""
         fmt = self._planar(pix_fmt)
@@ -153,6 +167,7 @@ class VideoFileSource:
             raise UserError(f"{path}: unsupported or unknown pixel format; convert it with ffmpeg first")
         self.skipped = 0
         self.dropped = 0
+        self.i420 = False  # True: 8-bit 4:2:0 frames of even size come as I420 planes (DecodedFrame.ycbcr)
         cc = self.stream.codec_context
         self._colour = ColourConverter(cc.colorspace, cc.color_range, self.info.pix_fmt, self.info.height)
         self._lock = threading.Lock()  # held while FFmpeg reads or decodes, so close() never frees under it
@@ -161,15 +176,17 @@ class VideoFileSource:
 
     def __iter__(self) -> Iterator[DecodedFrame]:
         for index, (frame, pts) in enumerate(presentation_times(self._decoded())):
+            planes = self._colour.i420_of(frame) if self.i420 else None
             try:
-                image = self._colour.to_rgb(frame)
+                image = planes[0] if planes else self._colour.to_rgb(frame)
             except (ValueError, av.FFmpegError) as exc:
                 raise UserError(f"{self.info.name}: pixel format {frame.format.name} cannot be converted "
                                 f"to RGB ({exc}); convert it with ffmpeg first") from None
             lost = id(frame) in self._after_loss
             self._after_loss.discard(id(frame))
             yield DecodedFrame(image, index, pts, frame.time_base, captured_at=time.monotonic(),
-                               duration=frame.duration or None, discontinuity="corrupt" if lost else None)
+                               duration=frame.duration or None, discontinuity="corrupt" if lost else None,
+                               ycbcr=planes[1] if planes else None)
 
     def _decoded(self) -> Iterator[av.VideoFrame]:
         """Frames in presentation order; packets that fail to decode are skipped and counted.
@@ -387,8 +404,9 @@ class VideoFileSink:
         return {"x264-params": f"{INTERLACED[order]}=1"}
 
     def write(self, image: np.ndarray, frame: DecodedFrame) -> None:
-        """Encode one (H, W, 3) uint8 RGB image at the pts of `frame` (its index if it has none)."""
-        out = self._colour.from_rgb(image, self.stream.pix_fmt)
+        """Encode one restored picture (R'G'B' (H, W, 3) uint8, or I420 planes: see DecodedFrame) at the pts of
+        `frame` (its index if it has none)."""
+        out = self._colour.from_image(image, frame, self.stream.pix_fmt)
         tb = self.stream.codec_context.time_base
         out.pts = frame.index if frame.pts is None else int(frame.pts * (frame.time_base or tb) / tb)
         if frame.duration:

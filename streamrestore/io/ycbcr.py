@@ -380,3 +380,30 @@ def _fast_rgb_to_frame(image: np.ndarray, fmt: YCbCrFormat) -> av.VideoFrame:
     cb_plane[...] = cb
     cr_plane[...] = cr
     return frame
+
+
+# ---- I420: 8-bit 4:2:0 planes kept as they were decoded --------------------------------------
+# A backend that converts colour on its own device (streamrestore.io.ycbcr_torch) takes frames as
+# their decoded planes, packed as FFmpeg's yuv420p / yuvj420p are in memory: Y (H rows of W), then
+# Cb and Cr (H/2 x W/2 each), as one (3H/2, W) uint8 array; half the bytes of R'G'B' to move, and
+# no colour conversion on the host.
+
+
+def is_i420(fmt: YCbCrFormat, width: int, height: int) -> bool:
+    """Whether frames coded as `fmt` at this size can travel as I420: 8-bit 4:2:0, even width and height."""
+    return fmt.bits == 8 and (fmt.sub_x, fmt.sub_y) == (2, 2) and width % 2 == 0 and height % 2 == 0 and min(width, height) >= 2
+
+
+def frame_to_i420(frame: av.VideoFrame) -> np.ndarray:
+    """(3H/2, W) uint8: the planes of an 8-bit 4:2:0 frame (see is_i420), line padding left out."""
+    return frame.to_ndarray()
+
+
+def i420_to_frame(planes: np.ndarray, fmt: YCbCrFormat) -> av.VideoFrame:
+    """The frame in `fmt.pix_fmt` (yuv420p or yuvj420p) holding these I420 planes."""
+    return av.VideoFrame.from_ndarray(planes, format=fmt.pix_fmt)
+
+
+def i420_to_rgb(planes: np.ndarray, fmt: YCbCrFormat) -> np.ndarray:
+    """(H, W, 3) uint8 R'G'B' of I420 planes coded as `fmt` (frame_to_rgb's maths), for a sink that takes R'G'B'."""
+    return frame_to_rgb(i420_to_frame(planes, fmt), fmt)

@@ -15,6 +15,9 @@ and a slow stage pushes back.
   of a batch the oldest are dropped, and counted.
 - A feed that keeps a temporal state (a video model, the fusion stage: streamrestore.runtime.temporal) has at
   most one frame in a batch, each restored after the one before; its report counts the resets.
+- A backend that converts colour on its device (`takes_i420`: the torch backend on CUDA) gets the frames
+  of a feed without temporal state as their decoded I420 planes (io.base.DecodedFrame.ycbcr), and the sink
+  encodes the planes it gives back: no colour conversion on the host.
 - SIGINT/SIGTERM (or `stop`) end the reading; frames in flight are still restored and written and
   each output is finished as a valid file. A second signal stops every stage at once (the outputs
   are still finished).
@@ -85,6 +88,7 @@ class Feed:
     decoded: queue.Queue = field(default_factory=queue.Queue, init=False)  # reader -> engine
     restored: queue.Queue = field(default_factory=queue.Queue, init=False)  # engine -> writer
     stopped: threading.Event = field(default_factory=threading.Event, init=False)  # read no more
+    i420: bool = field(default=False, init=False)  # ask the source for I420 planes (the backend converts colour)
 
 
 class RunObserver:
@@ -223,6 +227,7 @@ def run_feeds(feeds: list[Feed], backend, *, batch: int = 1, batch_wait_ms: floa
     share = -(-batch // len(feeds))  # a feed's part of a batch: what a latest-policy feed keeps queued
     for feed in feeds:
         feed.history = stream_state(backend, fusion)
+        feed.i420 = feed.history is None and getattr(backend, "takes_i420", False)
         feed.decoded, feed.restored = queue.Queue(maxsize=2 * share + 2), queue.Queue(maxsize=2 * batch + 2)
     wait = None if batch_wait_ms is None else batch_wait_ms / 1e3
     run.observer.started(feeds)
@@ -266,6 +271,8 @@ def _read(run: _Run, feed: Feed, share: int) -> None:
         if feed.source is None:
             feed.source = feed.open_source()
         source = feed.source
+        if feed.i420 and hasattr(source, "i420"):
+            source.i420 = True
         if source.info.is_live and feed.report.max_records is None:
             feed.report.max_records = LIVE_RECORDS  # a feed that runs for months: memory stays flat
         frames, seen = iter(source), getattr(source, "reconnects", 0)
@@ -362,15 +369,17 @@ def _take(run: _Run, reading: list[Feed], batch: int, wait: float | None,
 
 
 def _by_shape(taken: list[tuple[Feed, DecodedFrame]]) -> list[list[tuple[Feed, DecodedFrame]]]:
-    """One backend call per frame size, in order. A feed whose frame size changes within the batch has its
-    later frames in a later call, so every feed's frames stay in order."""
+    """One backend call per frame size (and form: R'G'B', or I420 planes in one coding), in order. A feed whose
+    frame size changes within the batch has its later frames in a later call, so every feed's frames stay in
+    order."""
     groups: dict[tuple, list] = {}
-    last: dict[Feed, tuple[int, tuple]] = {}  # feed -> (size changes so far, last size)
+    last: dict[Feed, tuple[int, tuple]] = {}  # feed -> (size changes so far, last size and form)
     for feed, frame in taken:
-        changes, shape = last.get(feed, (0, frame.image.shape))
-        changes += shape != frame.image.shape
-        last[feed] = (changes, frame.image.shape)
-        groups.setdefault((changes, frame.image.shape), []).append((feed, frame))
+        form = (frame.image.shape, frame.ycbcr)
+        changes, before = last.get(feed, (0, form))
+        changes += before != form
+        last[feed] = (changes, form)
+        groups.setdefault((changes, form), []).append((feed, frame))
     return [groups[key] for key in sorted(groups, key=lambda key: key[0])]  # stable: first seen first
 
 
@@ -381,6 +390,8 @@ def _submit(backend, group: list[tuple[Feed, DecodedFrame]], temporal: bool):
         images = restore_with_history(backend, frames, [feed.history for feed, _ in group])
         return Done(images, dict(backend.last_timings))
     images = np.stack([frame.image for frame in frames])
+    if frames[0].ycbcr is not None:  # I420 planes: only a backend that takes them was asked for them
+        return backend.submit(images, ycbcr=frames[0].ycbcr)
     submit = getattr(backend, "submit", None)
     return submit(images) if submit else Done(backend(images), dict(backend.last_timings))
 
