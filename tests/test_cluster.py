@@ -58,6 +58,36 @@ def test_bad_cluster_options_are_one_line(tmp_path, extra, needle):
     _one_line_error(proc, needle)
 
 
+def test_an_engine_sends_a_batch_as_soon_as_every_attached_feed_is_in():
+    """The engine actor's batching (its class in this process): a feed that keeps a temporal state has one
+    frame in flight, so waiting for the rest of --batch would only add the batch wait to every frame."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from streamrestore.backends.base import PassthroughBackend
+    from streamrestore.runtime.cluster import _Engine
+
+    frames = np.zeros((1, 8, 8, 3), np.uint8)
+    engine = _Engine(lambda: (PassthroughBackend(), {}), batch=8, batch_wait_ms=5000)
+    engine.attach("a")
+    engine.attach("b")
+    started = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:
+        calls = list(pool.map(lambda feed: engine.restore(frames, None, feed), ["a", "b"]))
+    assert time.monotonic() - started < 2.0  # not the 5 s batch wait
+    assert [timings["batch"] for _, timings in calls] == [2, 2]  # one call for both feeds' frames
+    engine.detach("b")  # ended: a batch no longer waits for it
+    started = time.monotonic()
+    assert engine.restore(frames, None, "a")[1]["batch"] == 1 and time.monotonic() - started < 2.0
+    engine = _Engine(lambda: (PassthroughBackend(), {}), batch=8, batch_wait_ms=300)
+    engine.attach("a")
+    engine.attach("b")
+    started = time.monotonic()
+    assert engine.restore(frames, None, "a")[1]["batch"] == 1
+    assert time.monotonic() - started >= 0.3  # b attached and silent: the batch wait still bounds the wait
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """ray://127.0.0.1:PORT of a two-node Ray cluster on this machine (head + one more node, 1 CPU each)."""

@@ -255,13 +255,16 @@ def _cluster_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> list[
     def absolute(path):
         return path if path is None or is_live(str(path)) else os.path.abspath(str(path))
 
+    def make_backend():  # on each engine's node: its backend and its feeds' facts (the thread plan it applied)
+        backend = _create_backend(args)
+        return backend, _facts(args, backend)
+
     specs = [dataclasses.replace(s, input=absolute(s.input), output=absolute(s.output)) for s in specs]
     with _signals_set(threading.Event()) as stop:
-        return run_cluster(args.cluster, specs, make_backend=functools.partial(_create_backend, args),
+        return run_cluster(args.cluster, specs, make_backend=make_backend,
                            open_source=functools.partial(_open_feed, args),
                            open_sink=functools.partial(_open_feed_output, args), batch=args.batch,
-                           batch_wait_ms=args.batch_wait_ms, facts=functools.partial(_facts, args),
-                           fusion=args.temporal, stop=stop)
+                           batch_wait_ms=args.batch_wait_ms, fusion=args.temporal, stop=stop)
 
 
 @contextlib.contextmanager
