@@ -50,7 +50,8 @@ def test_without_ray_the_option_is_refused_in_one_line(tmp_path):
 
 @needs_ray
 @pytest.mark.parametrize("extra, needle", [(["--cluster", "cluster.example:10001"], "ray://HOST:PORT"),
-                                           (["--cluster", "local", "--metrics-port", "0"], "--metrics-port")])
+                                           (["--cluster", "ray://"], "ray://HOST:PORT"),
+                                           (["--cluster", "local", "--metrics-port", "70000"], "--metrics-port")])
 def test_bad_cluster_options_are_one_line(tmp_path, extra, needle):
     streams = _streams(tmp_path, {"a": make_clip(tmp_path / "in.mp4", frames=3, audio=False)})
     proc = subprocess.run([*CLI, "--streams", str(streams), "--task", "passthrough", *extra], cwd=ROOT,
@@ -125,6 +126,36 @@ def test_feeds_on_two_nodes_share_engines(cluster, tmp_path):
     shared = [r["batch"] for name in ("a", "c") for r in summaries[name][1]]
     assert 4 < max(shared) <= 8, sorted(set(shared))
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_metrics_of_a_cluster_run_equal_the_reports(cluster, tmp_path):
+    """--metrics-port with --cluster: this process serves the figures of the feed and engine actors on two
+    nodes, scraped over HTTP while the run goes and at its end, checked against each feed's report."""
+    pytest.importorskip("prometheus_client")
+    from test_metrics import _Run, check_engine, check_feed, value
+
+    inputs = {name: make_clip(tmp_path / f"in_{name}.mp4", frames=600, audio=False) for name in ("a", "b", "c")}
+    reports = [tmp_path / f"{name}.json" for name in inputs]
+    run = _Run("--streams", _streams(tmp_path, inputs), "--task", "passthrough", "--profile", "surveillance",
+               "--cluster", cluster, "--quiet", reports=reports, env=RAY_ENV)
+    samples = run.final(timeout=120)
+    code, _, stderr = run.end()
+    assert code == 0 and "Traceback" not in stderr, stderr
+    by_engine: dict[int, list] = {}
+    for name in inputs:
+        summary, records = _summary(tmp_path / f"{name}.json")
+        assert summary["error"] is None and summary["frames"] == len(probe(tmp_path / f"{name}.mp4")["pts"]) == 600
+        check_feed(samples, name, summary, records)
+        assert value(samples, "streamrestore_frames_decoded_total", stream=name) == 600  # a file: no drops
+        by_engine.setdefault(summary["engine"], []).extend(records)
+    assert sorted(by_engine) == [0, 1]
+    for engine, records in by_engine.items():
+        check_engine(samples, records, engine=str(engine))
+    # scraped while the actors ran: figures came from them before the end, only grew, never passed the last
+    out = [[s.get(("streamrestore_frames_encoded_total", frozenset({("stream", n)})), 0) for n in inputs]
+           for s in run.during]
+    assert any(0 < x < 600 for row in out for x in row), sorted({tuple(row) for row in out})
+    assert all(a <= b for earlier, later in zip(out, out[1:]) for a, b in zip(earlier, later))
 
 
 @needs_ray

@@ -62,25 +62,26 @@ def check_feed(samples: dict, stream: str, summary: dict, records: list[dict]) -
     assert value(samples, "streamrestore_fps", stream=stream) >= 0
 
 
-def check_engine(samples: dict, records: list[dict]) -> None:
-    """The batch histogram against the records of every feed: each frame carries its call's batch size."""
+def check_engine(samples: dict, records: list[dict], engine: str = "0") -> None:
+    """The batch histogram against the records of every feed of `engine`: each frame carries its call's batch
+    size."""
     calls = sum(Fraction(1, r["batch"]) for r in records)
     assert calls.denominator == 1
-    assert value(samples, "streamrestore_batch_size_count", engine="0") == calls
-    assert value(samples, "streamrestore_batch_size_sum", engine="0") == len(records)
+    assert value(samples, "streamrestore_batch_size_count", engine=engine) == calls
+    assert value(samples, "streamrestore_batch_size_sum", engine=engine) == len(records)
     singles = sum(r["batch"] == 1 for r in records)
-    assert value(samples, "streamrestore_batch_size_bucket", engine="0", le="1.0") == singles
-    assert value(samples, "streamrestore_engine_queue_depth", engine="0") == 0  # the run has ended
+    assert value(samples, "streamrestore_batch_size_bucket", engine=engine, le="1.0") == singles
+    assert value(samples, "streamrestore_engine_queue_depth", engine=engine) == 0  # the run has ended
 
 
 class _Run:
     """`streamrestore run ... --metrics-port 0 --metrics-linger 60` in a subprocess: its endpoint is scraped
     while it runs (by a thread) and once its reports are written, then SIGTERM ends the linger."""
 
-    def __init__(self, *args, reports: list[Path]) -> None:
+    def __init__(self, *args, reports: list[Path], env: dict | None = None) -> None:
         self.reports = reports
         self.proc = subprocess.Popen([*CLI, *map(str, args), "--metrics-port", "0", "--metrics-linger", "60"],
-                                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.stderr_lines: list[str] = []
         self.url = self._announced()
         self.during: list[dict] = []

@@ -259,12 +259,14 @@ def _cluster_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> list[
         backend = _create_backend(args)
         return backend, _facts(args, backend)
 
+    metrics = vars(args).pop("cluster_metrics", None)  # served here; args itself is sent to the actors
     specs = [dataclasses.replace(s, input=absolute(s.input), output=absolute(s.output)) for s in specs]
     with _signals_set(threading.Event()) as stop:
         return run_cluster(args.cluster, specs, make_backend=make_backend,
                            open_source=functools.partial(_open_feed, args),
                            open_sink=functools.partial(_open_feed_output, args), batch=args.batch,
-                           batch_wait_ms=args.batch_wait_ms, fusion=args.temporal, stop=stop)
+                           batch_wait_ms=args.batch_wait_ms, fusion=args.temporal, stop=stop,
+                           metrics=metrics)
 
 
 @contextlib.contextmanager
@@ -300,7 +302,7 @@ def _report_streams(args: argparse.Namespace, specs: list[StreamSpec], reports: 
 
 
 def check_cluster(args: argparse.Namespace) -> None:
-    """UserError when --cluster cannot be used: without Ray, without --streams, or with --metrics-port."""
+    """UserError when --cluster cannot be used: without Ray or without --streams."""
     if args.cluster is None:
         return
     if importlib.util.find_spec("ray") is None:
@@ -310,8 +312,6 @@ def check_cluster(args: argparse.Namespace) -> None:
     check_address(args.cluster)
     if not args.streams:
         raise UserError("--cluster runs the feeds of --streams streams.yaml; give one (INPUT and -o run here)")
-    if args.metrics_port is not None:
-        raise UserError("--metrics-port is not available with --cluster yet (each feed's report has its figures)")
 
 
 def check_metrics(args: argparse.Namespace) -> None:
@@ -324,16 +324,18 @@ def check_metrics(args: argparse.Namespace) -> None:
 def _metrics(args: argparse.Namespace):
     """The run's metrics endpoint (streamrestore.runtime.metrics, imported only here) while the block lasts: the
     observer to give the run, or None without --metrics-port. Its address goes to stderr once (unless --quiet
-    and the port was given)."""
+    and the port was given). With --cluster this process serves the figures the run's actors send
+    (a ClusterMetrics, left in args.cluster_metrics for _cluster_streams)."""
     if args.metrics_port is None:
         return contextlib.nullcontext(None)
-    from streamrestore.runtime.metrics import serve_metrics
+    from streamrestore.runtime.metrics import ClusterMetrics, serve_metrics
 
     def announce(url: str) -> None:
         if not (args.quiet and args.metrics_port):
             print(f"streamrestore: metrics on {url}", file=sys.stderr, flush=True)
 
-    return serve_metrics(args.metrics_port, args.metrics_host, announce)
+    args.cluster_metrics = ClusterMetrics() if getattr(args, "cluster", None) else None
+    return serve_metrics(args.metrics_port, args.metrics_host, announce, args.cluster_metrics)
 
 
 def _linger(args: argparse.Namespace) -> None:

@@ -64,7 +64,10 @@ class _Engine:
         except Exception as exc:  # noqa: BLE001 - said by describe(); an actor failing here would be retried
             self.backend, self.error = None, exc
             return
+        from streamrestore.runtime.metrics import EngineFigures
+
         self.batch, self.wait = batch, (batch_wait_ms or 0.0) / 1e3
+        self.counts = EngineFigures()
         self.attached: set[str] = set()
         self.requests: queue.Queue = queue.Queue()
         threading.Thread(target=self._loop, name="engine", daemon=True).start()
@@ -77,6 +80,10 @@ class _Engine:
         return {"name": b.name, "device": b.device, "precision": b.precision, "model": b.model,
                 "temporal": bool(getattr(b, "temporal", False)), "facts": self.facts, "node": _node_id(),
                 "pid": os.getpid()}
+
+    def figures(self) -> dict:
+        """This engine's backend calls so far (streamrestore.runtime.metrics.EngineFigures)."""
+        return self.counts.figures()
 
     def attach(self, feed: str) -> None:
         """`feed` sends requests (the driver attaches every feed at the start; a restarted feed actor again)."""
@@ -126,6 +133,7 @@ class _Engine:
             else:
                 restored = self.backend(frames)
             timings = {**self.backend.last_timings, "batch": len(frames)}
+            self.counts.restored(len(frames), timings)
         except BaseException as exc:  # noqa: BLE001 - each caller gets the error
             for request in group:
                 request[2].set_exception(exc)
@@ -191,8 +199,11 @@ class _Feed:
         self.restarts = ray.get(ray.get_actor(f"{run}/incarnations").next.remote(spec.name))
         self.spec = spec if self.restarts == 0 else _restarted(spec, self.restarts)
         self.open_source, self.open_sink, self.options = open_source, open_sink, options
+        from streamrestore.runtime.metrics import FeedFigures
+
         self.backend = RemoteEngine(self.engine, info, spec.name)
         self.stopping = threading.Event()
+        self.observer = FeedFigures()
         ThreadPlan(inference=1, opencv=1, spin=False).apply(torch_threads=False)  # the fusion stage's OpenCV,
         # as in a local run (the model's threads are the engine's)
         ray.get(self.engine.attach.remote(spec.name))
@@ -211,12 +222,17 @@ class _Feed:
     def stop(self) -> None:
         self.stopping.set()
 
+    def figures(self) -> dict:
+        """This feed's figures so far (streamrestore.runtime.metrics.FeedFigures), for the driver's endpoint."""
+        return self.observer.figures()
+
     def run(self):
         from streamrestore.runtime.pipeline import run_streams
 
         try:
             (report,) = run_streams([self.spec], self.backend, open_source=self.open_source,
-                                    open_sink=self.open_sink, stop=self.stopping, **self.options)
+                                    open_sink=self.open_sink, stop=self.stopping, observer=self.observer,
+                                    **self.options)
         except Exception as exc:  # noqa: BLE001 - the engine failed: this feed's error
             from streamrestore.runtime.report import LatencyReport
 
@@ -226,7 +242,7 @@ class _Feed:
         finally:
             self._detach()
         report.facts.update(restarts=self.restarts, node=_node_id())
-        return report, self.spec
+        return report, self.spec, self.observer.figures()
 
 
 def _restarted(spec, number: int):
@@ -262,12 +278,15 @@ def _node_id() -> str:
 
 def run_cluster(address: str, specs: list, *, make_backend: Callable[[], tuple],
                 open_source: Callable, open_sink: Callable, batch: int = 8, batch_wait_ms: float | None = 30.0,
-                fusion: bool = False, stop: threading.Event | None = None, restarts: int = 3) -> list:
+                fusion: bool = False, stop: threading.Event | None = None, restarts: int = 3,
+                metrics=None) -> list:
     """Restore `specs` (StreamSpec) on the Ray cluster at `address` (module docstring): returns one
     LatencyReport per spec, as run_streams does, with its engine's facts and the feed's engine, node and
     restarts. Each callable is sent to the actors (cloudpickle): `make_backend()` runs on each engine's
     node and returns (backend, the facts of the reports of the feeds it serves: backend, threads, ...);
-    `open_source(spec)`/`open_sink(spec, info)` run on the feed's."""
+    `open_source(spec)`/`open_sink(spec, info)` run on the feed's. `metrics` (a ClusterMetrics of
+    streamrestore.runtime.metrics, or None) is given the feeds' and engines' figures while the run lasts
+    (polled every 0.2 s) and each feed's last figures with its report."""
     import logging
 
     import ray
@@ -290,7 +309,7 @@ def run_cluster(address: str, specs: list, *, make_backend: Callable[[], tuple],
                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     try:
         return _run(ray, specs, make_backend, open_source, open_sink, batch, batch_wait_ms, fusion,
-                    stop or threading.Event(), restarts)
+                    stop or threading.Event(), restarts, metrics)
     finally:
         ray.shutdown()
 
@@ -304,7 +323,7 @@ def _placements(ray) -> list[dict]:
     return [{"node": n["NodeID"], "num_gpus": 0} for n in nodes]
 
 
-def _run(ray, specs, make_backend, open_source, open_sink, batch, batch_wait_ms, fusion, stop, restarts):
+def _run(ray, specs, make_backend, open_source, open_sink, batch, batch_wait_ms, fusion, stop, restarts, metrics):
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     run = uuid.uuid4().hex[:12]  # this run's actor names: a cluster may still hold an earlier run's
@@ -339,8 +358,10 @@ def _run(ray, specs, make_backend, open_source, open_sink, batch, batch_wait_ms,
         feeds.append((spec, actor, actor.run.remote(), engine_facts))
     reports: dict[str, object] = {}
     pending = {ref: (spec, engine_facts) for spec, _, ref, engine_facts in feeds}
+    poll = _Poll(ray, metrics, feeds, engines, pending, reports)
     stopped = False
     while pending:
+        poll()
         if stop.is_set() and not stopped:
             stopped = True
             for _, actor, ref, _ in feeds:
@@ -350,13 +371,61 @@ def _run(ray, specs, make_backend, open_source, open_sink, batch, batch_wait_ms,
         for ref in ready:
             spec, engine_facts = pending.pop(ref)
             try:
-                report, spec = ray.get(ref)
+                report, spec, figures = ray.get(ref)
+                if metrics is not None:
+                    metrics.feed(spec.name, engine_facts["engine"], figures)  # its last figures: the report's
             except ray.exceptions.RayError as exc:
                 report = _failed(spec, engine_facts, restarts, exc)
                 engines[engine_facts["engine"]].detach.remote(spec.name)  # its engine no longer waits for it
             reports[spec.name] = report
+    poll.last()
     ray.kill(incarnations)
     return [reports[spec.name] for spec in specs]
+
+
+class _Poll:
+    """The driver's polling of the actors' figures for `metrics` (nothing without): one request in flight per
+    actor, taken when answered; a feed whose report is in keeps the figures that came with it."""
+
+    def __init__(self, ray, metrics, feeds: list, engines: list, pending: dict, reports: dict) -> None:
+        self.ray, self.metrics, self.feeds, self.engines = ray, metrics, feeds, engines
+        self.pending, self.reports = pending, reports
+        self.asked: dict = {}  # ref -> ("feed", name, engine) or ("engine", number, None)
+
+    def __call__(self) -> None:
+        if self.metrics is None:
+            return
+        if self.asked:
+            ready, _ = self.ray.wait(list(self.asked), num_returns=len(self.asked), timeout=0)
+            for ref in ready:
+                self._take(ref, *self.asked.pop(ref))
+        waiting = {(kind, key) for kind, key, _ in self.asked.values()}
+        for spec, actor, ref, facts in self.feeds:
+            if ref in self.pending and ("feed", spec.name) not in waiting:
+                self.asked[actor.figures.remote()] = ("feed", spec.name, facts["engine"])
+        for number, engine in enumerate(self.engines):
+            if ("engine", number) not in waiting:
+                self.asked[engine.figures.remote()] = ("engine", number, None)
+
+    def _take(self, ref, kind: str, key, engine) -> None:
+        try:
+            figures = self.ray.get(ref)
+        except self.ray.exceptions.RayError:
+            return  # an actor lost or restarting: its next answer counts
+        if kind == "engine":
+            self.metrics.engine(key, figures)
+        elif key not in self.reports:
+            self.metrics.feed(key, engine, figures)
+
+    def last(self) -> None:
+        """Every engine's figures once its feeds have ended (the engines' last calls are in them)."""
+        if self.metrics is None:
+            return
+        for number, engine in enumerate(self.engines):
+            try:
+                self.metrics.engine(number, self.ray.get(engine.figures.remote(), timeout=30))
+            except (self.ray.exceptions.RayError, TimeoutError):
+                pass
 
 
 def _failed(spec, facts: dict, restarts: int, exc: Exception):

@@ -8,6 +8,10 @@ module imports without it, as every module of the wheel does). Each run has its 
 decoded, each backend call and each frame written, where the reports are fed. The counters the sources
 keep (dropped, skipped, reconnects), the current FPS and the engine's queue depth are read when scraped.
 
+With --cluster (streamrestore.runtime.cluster) the feeds and engines run in Ray actors: each keeps its
+figures in plain Python (FeedFigures, EngineFigures: the nodes need no prometheus-client), and the driver's
+ClusterMetrics serves the latest it polled, under the same names (`engine`: the engine actor's number).
+
 Per feed (label `stream`):
   streamrestore_frames_decoded_total       frames in (decoded, before the latest policy may drop them)
   streamrestore_frames_encoded_total       frames out (written to the output and the report)
@@ -26,8 +30,10 @@ Per engine (label `engine`):
 """
 from __future__ import annotations
 
+import bisect
 import collections
 import contextlib
+import itertools
 import threading
 import time
 
@@ -96,15 +102,20 @@ class RunMetrics(RunObserver):
 
     def fps(self, name: str) -> float:
         """Frames of feed `name` written per second over the last FPS_WINDOW s (the feed's age, when younger)."""
-        now = time.monotonic()
         with self._lock:
-            instants = self._written.get(name, collections.deque())
-            while len(instants) > 1 and instants[0] < now - FPS_WINDOW:
-                instants.popleft()  # one older instant stays: it says how long the feed has run
-            if len(instants) < 2:
-                return 0.0
-            recent = sum(1 for t in instants if t >= now - FPS_WINDOW)
-            return recent / min(FPS_WINDOW, now - instants[0])
+            return _rate(self._written.get(name, collections.deque()))
+
+
+def _rate(instants: collections.deque) -> float:
+    """Instants per second over the last FPS_WINDOW s (over their age, when younger); drops older ones but
+    one, which says how long the feed has run."""
+    now = time.monotonic()
+    while len(instants) > 1 and instants[0] < now - FPS_WINDOW:
+        instants.popleft()
+    if len(instants) < 2:
+        return 0.0
+    recent = sum(1 for t in instants if t >= now - FPS_WINDOW)
+    return recent / min(FPS_WINDOW, now - instants[0])
 
 
 class _Live:
@@ -139,13 +150,159 @@ class _Live:
         yield depth
 
 
+class _Histogram:
+    """A histogram's counts per bucket (the last: above every bound) and sum, in plain Python: what an actor
+    keeps without prometheus-client."""
+
+    def __init__(self, bounds: tuple) -> None:
+        self.bounds, self.counts, self.sum = bounds, [0] * (len(bounds) + 1), 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1  # le: a value on a bound counts in it
+        self.sum += value
+
+    def figures(self) -> tuple[list[int], float]:
+        return list(self.counts), self.sum
+
+
+class FeedFigures(RunObserver):
+    """One feed's figures where it runs (a feed actor of streamrestore.runtime.cluster), in plain Python:
+    `figures()` is what the driver's ClusterMetrics serves for it. The same figures as RunMetrics."""
+
+    def __init__(self) -> None:
+        self.feed: Feed | None = None
+        self.decoded_frames = self.encoded_frames = 0
+        self.end_to_end = _Histogram(LATENCY_BUCKETS)
+        self.stages = {stage: _Histogram(STAGE_BUCKETS) for stage in STAGES[:-1]}
+        self._written: collections.deque = collections.deque()
+        self._lock = threading.Lock()
+
+    def started(self, feeds: list[Feed]) -> None:
+        (self.feed,) = feeds
+
+    def decoded(self, feed: Feed, frame) -> None:
+        self.decoded_frames += 1
+
+    def written(self, feed: Feed, frame) -> None:
+        timings = frame.timings
+        with self._lock:
+            self.encoded_frames += 1
+            self.end_to_end.observe(timings.get("end_to_end", 0.0) / 1e3)
+            for stage, histogram in self.stages.items():
+                histogram.observe(timings.get(stage, 0.0) / 1e3)
+            self._written.append(time.monotonic())
+
+    def figures(self) -> dict:
+        """The feed's figures now (counters since this actor started)."""
+        source = self.feed.source if self.feed is not None else None
+        with self._lock:
+            return {"decoded": self.decoded_frames, "encoded": self.encoded_frames,
+                    **{key: getattr(source, key, 0) for key in ("dropped", "skipped", "reconnects")},
+                    "fps": _rate(self._written), "queue": self.feed.decoded.qsize() if self.feed else 0,
+                    "end_to_end": self.end_to_end.figures(),
+                    "stages": {stage: h.figures() for stage, h in self.stages.items()}}
+
+
+class EngineFigures:
+    """An engine actor's backend calls, in plain Python: frames per call and seconds in them."""
+
+    def __init__(self) -> None:
+        self.batch = _Histogram(BATCH_BUCKETS)
+        self.restore_seconds = 0.0
+        self._lock = threading.Lock()
+
+    def restored(self, frames: int, timings: dict) -> None:
+        with self._lock:
+            self.batch.observe(frames)
+            self.restore_seconds += sum(timings.get(stage, 0.0) for stage in ("upload", "restore", "download")) / 1e3
+
+    def figures(self) -> dict:
+        with self._lock:
+            return {"batch": self.batch.figures(), "restore_seconds": self.restore_seconds}
+
+
+class ClusterMetrics:
+    """The driver's metrics of a --cluster run: the latest figures of each feed actor (FeedFigures, labelled
+    `stream`, with its `engine`) and each engine actor (EngineFigures), served as RunMetrics serves a local
+    run's, under the same names. The run updates them (streamrestore.runtime.cluster polls the actors; a
+    feed's last figures come with its report). A restarted feed actor's counters begin again from 0, as a
+    restarted process's do."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry
+
+        self.feeds: dict[str, tuple[str, dict]] = {}  # name -> (engine, figures)
+        self.engines: dict[str, dict] = {}
+        self._lock = threading.Lock()
+        self.registry = CollectorRegistry()
+        self.registry.register(self)
+
+    def feed(self, name: str, engine: int, figures: dict) -> None:
+        with self._lock:
+            self.feeds[name] = (str(engine), figures)
+
+    def engine(self, number: int, figures: dict) -> None:
+        with self._lock:
+            self.engines[str(number)] = figures
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        with self._lock:
+            feeds, engines = dict(self.feeds), dict(self.engines)
+        counters = [CounterMetricFamily(f"streamrestore_{name}", text, labels=["stream"])
+                    for name, text in (("frames_decoded", "Frames decoded (frames in)"),
+                                       ("frames_encoded", "Frames encoded (frames out)"),
+                                       ("frames_dropped", "Frames dropped by the latest-frame policy"),
+                                       ("frames_skipped", "Undecodable frames skipped"),
+                                       ("reconnects", "Reconnects of a live feed"))]
+        fps = GaugeMetricFamily("streamrestore_fps", f"Frames written per second over the last {FPS_WINDOW:g} s",
+                                labels=["stream"])
+        end_to_end = HistogramMetricFamily("streamrestore_end_to_end_seconds", "Latency of a frame, decoded (an "
+                                           "RTSP feed: captured) to encoded", labels=["stream"])
+        stages = HistogramMetricFamily("streamrestore_stage_seconds", "Seconds a frame spent in each stage",
+                                       labels=["stream", "stage"])
+        depth = GaugeMetricFamily("streamrestore_engine_queue_depth", "Frames decoded and waiting for the engine",
+                                  labels=["engine"])
+        queued: dict[str, int] = {number: 0 for number in engines}
+        for name, (engine, f) in feeds.items():
+            for family, key in zip(counters, ("decoded", "encoded", "dropped", "skipped", "reconnects")):
+                family.add_metric([name], f[key])
+            fps.add_metric([name], f["fps"])
+            end_to_end.add_metric([name], *_buckets(LATENCY_BUCKETS, *f["end_to_end"]))
+            for stage, figures in f["stages"].items():
+                stages.add_metric([name, stage], *_buckets(STAGE_BUCKETS, *figures))
+            queued[engine] = queued.get(engine, 0) + f["queue"]
+        batch = HistogramMetricFamily("streamrestore_batch_size", "Frames per backend call", labels=["engine"])
+        seconds = CounterMetricFamily("streamrestore_engine_restore_seconds", "Seconds in backend calls (upload, "
+                                      "restore, download as the backend measures them)", labels=["engine"])
+        for number, f in engines.items():
+            batch.add_metric([number], *_buckets(BATCH_BUCKETS, *f["batch"]))
+            seconds.add_metric([number], f["restore_seconds"])
+        for number, count in queued.items():
+            depth.add_metric([number], count)
+        yield from (*counters, fps, end_to_end, stages, batch, seconds, depth)
+
+
+def _buckets(bounds: tuple, counts: list[int], total: float) -> tuple[list, float]:
+    """HistogramMetricFamily.add_metric's cumulative (le, count) buckets and sum, from counts per bucket."""
+    from prometheus_client.utils import floatToGoString
+
+    les = [floatToGoString(bound) for bound in bounds] + ["+Inf"]
+    return list(zip(les, itertools.accumulate(counts))), total
+
+
 @contextlib.contextmanager
-def serve_metrics(port: int, host: str = "127.0.0.1", announce=None):
-    """A RunMetrics served on http://host:port/metrics (port 0: a free one; `announce(url)` is called once with
-    the address) until the block ends. UserError when the address cannot be listened on."""
+def serve_metrics(port: int, host: str = "127.0.0.1", announce=None, metrics=None):
+    """`metrics` (a RunMetrics unless given: a ClusterMetrics) served on http://host:port/metrics (port 0: a
+    free one; `announce(url)` is called once with the address) until the block ends. UserError when the
+    address cannot be listened on."""
     from prometheus_client import start_http_server
 
-    metrics = RunMetrics()
+    metrics = metrics if metrics is not None else RunMetrics()
     try:
         server, thread = start_http_server(port, addr=host, registry=metrics.registry)
     except OSError as exc:
