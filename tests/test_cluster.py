@@ -158,6 +158,50 @@ def test_metrics_of_a_cluster_run_equal_the_reports(cluster, tmp_path):
     assert all(a <= b for earlier, later in zip(out, out[1:]) for a, b in zip(earlier, later))
 
 
+def _actor_pids(kind: bytes) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().startswith(kind):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_a_killed_engine_actor_is_restarted_and_its_feeds_carry_on(cluster, tmp_path):
+    inputs = {name: make_clip(tmp_path / f"in_{name}.mp4", frames=1500, audio=False) for name in ("a", "b")}
+    seen: dict[str, list[int]] = {}
+
+    def kill_one():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list(tmp_path.glob(".*partial*"))) < 2:
+            time.sleep(0.1)  # both feeds are writing
+        time.sleep(0.5)
+        seen["before"] = _actor_pids(b"ray::_Engine")
+        if seen["before"]:
+            os.kill(seen["before"][0], signal.SIGKILL)
+        while time.monotonic() < deadline and len(_actor_pids(b"ray::_Engine")) < len(seen["before"]):
+            time.sleep(0.1)
+        seen["after"] = _actor_pids(b"ray::_Engine")
+
+    killer = threading.Thread(target=kill_one, daemon=True)
+    killer.start()
+    proc = subprocess.run([*CLI, "--streams", str(_streams(tmp_path, inputs)), "--task", "passthrough",
+                           "--profile", "surveillance", "--cluster", cluster, "--quiet"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=180, env=RAY_ENV)
+    killer.join(timeout=5)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(seen.get("before", [])) == 2, seen  # one engine per node, one of them killed mid-run
+    assert seen["before"][0] not in seen["after"] and len(seen["after"]) == 2, seen  # restarted: a new process
+    for name in inputs:
+        summary, records = _summary(tmp_path / f"{name}.json")
+        assert summary["error"] is None, summary
+        assert summary["frames"] == len(records) == len(probe(tmp_path / f"{name}.mp4")["pts"]) == 1500
+    assert not list(tmp_path.glob(".*partial*"))
+
+
 @needs_ray
 def test_cluster_local_starts_a_ray_for_the_run(tmp_path):
     inputs = {name: make_clip(tmp_path / f"in_{name}.mp4", frames=20, audio=False) for name in ("a", "b")}

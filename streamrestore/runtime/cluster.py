@@ -15,7 +15,8 @@
   under NAME.restartN.EXT (an rtsp:// output is published again); the dead one's unfinished file is
   removed, frames it had not finished in a file are lost. facts["restarts"] counts them (tested: a feed
   actor's process killed). An engine actor is pinned to its node: Ray restarts it there if its process
-  dies and retries its calls, but not elsewhere when the node is lost; its feeds then fail. A feed that
+  dies and retries its calls (tested: its process killed mid-run, every feed wrote all its frames), but
+  not elsewhere when the node is lost; its feeds then fail. A feed that
   fails for good is named in its report's facts["error"] and the others carry on, as in a local run.
 - Paths are the feed actors' nodes' paths: a local cluster shares this machine's files; on a real cluster
   inputs and outputs must be reachable at the same path on every node (or be rtsp:// URLs).
@@ -97,6 +98,7 @@ class _Engine:
     def restore(self, frames: np.ndarray, previous: np.ndarray | None = None, feed: str = ""):
         """(restored frames, timings of the backend call they were part of, with its "batch" size)."""
         done: concurrent.futures.Future = concurrent.futures.Future()
+        self.attached.add(feed)  # a restarted engine learns its feeds again from their requests
         self.requests.put((frames, previous, done, feed))
         return done.result()
 
