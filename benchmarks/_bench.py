@@ -178,11 +178,12 @@ def naive_baseline(clip: str, backend, out: Path, warmup: int) -> dict:
             "end_to_end_ms": percentiles(latencies, warmup), "end_to_end_samples_ms": [round(x, 3) for x in latencies]}
 
 
-def driving(clip: str, backend, out: Path, seconds: float, rate: int, warmup: int) -> dict:
-    """Batch 1 over a camera stand-in paced at `rate` fps for `seconds`, latest-frame policy."""
+def driving(clip: str, backend, out: Path, seconds: float, rate: int, warmup: int, encoder: dict | None = None) -> dict:
+    """Batch 1 over a camera stand-in paced at `rate` fps for `seconds`, latest-frame policy; `encoder`: the
+    sink's preset / tune (default: the live default)."""
     feed = PacedFeed(clip, rate, seconds)
     report = LatencyReport(warmup=warmup)
-    run_pipeline(feed, backend, VideoFileSink(str(out), feed.info), batch=1, report=report)
+    run_pipeline(feed, backend, VideoFileSink(str(out), feed.info, **(encoder or {})), batch=1, report=report)
     out.unlink(missing_ok=True)
     figures = _pipeline_figures(report)
     figures["frame_interval_ms"] = round(1e3 / rate, 2)
@@ -206,6 +207,7 @@ class PacedFeed:
                                pix_fmt=info.pix_fmt, codec=info.codec)
         self.clip, self.rate, self.seconds = clip, rate, seconds
         self.skipped = self.dropped = 0
+        self.i420 = False  # passed on to the file source: frames as I420 planes (a backend that converts colour)
         self._latest: DecodedFrame | None = None
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -231,12 +233,13 @@ class PacedFeed:
         tick, interval, due = 0, 1.0 / self.rate, time.monotonic()
         while not self._stop.is_set():
             source = VideoFileSource(self.clip)
+            source.i420 = self.i420
             for decoded in _timed(source):
                 if self._stop.is_set():
                     break
-                captured, (image, decode_ms) = decoded
-                frame = DecodedFrame(image, tick, tick, self.info.time_base, captured_at=captured,
-                                     timings={"decode": decode_ms})
+                captured, (decoded_frame, decode_ms) = decoded
+                frame = DecodedFrame(decoded_frame.image, tick, tick, self.info.time_base, captured_at=captured,
+                                     timings={"decode": decode_ms}, ycbcr=decoded_frame.ycbcr)
                 with self._cond:
                     self.dropped += self._latest is not None
                     self._latest = frame
@@ -250,14 +253,14 @@ class PacedFeed:
 
 
 def _timed(source: VideoFileSource):
-    """(tick time, (image, decode ms)) per frame: the tick is taken before the frame is decoded."""
+    """(tick time, (frame, decode ms)) per frame: the tick is taken before the frame is decoded."""
     frames = iter(source)
     while True:
         captured = time.monotonic()
         frame = next(frames, None)
         if frame is None:
             return
-        yield captured, (frame.image, (time.monotonic() - captured) * 1e3)
+        yield captured, (frame, (time.monotonic() - captured) * 1e3)
 
 
 def surveillance(clip: str, backend, out_dir: Path, streams: int, batch: int, batch_wait_ms: float,

@@ -105,7 +105,9 @@ def test_gpu_check_dry_run_brings_back_every_section(tmp_path):
     assert list(figures) == ["machine", *sections]
     assert not [name for name, f in figures.items() if "error" in f or "skipped" in f]
     assert set(figures["parity"]["rows"]) == {"denoise", "derain", "deblur", "lowlight", "denoise video model",
-                                              "derain video model"}
+                                              "derain video model", "denoise, colour on the device (I420 planes)"}
+    device_colour = figures["parity"]["rows"]["denoise, colour on the device (I420 planes)"]
+    assert device_colour["max"] <= 1 and abs(device_colour["mean_signed"]) < 0.05
     assert figures["pipeline"]["naive_loop"]["frames"] == 8 and figures["pipeline"]["best"]["fps"] > 0
     assert "## parity" in (tmp_path / "gpu_check.md").read_text()
     import torch

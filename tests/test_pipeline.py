@@ -16,6 +16,8 @@ from streamrestore.runtime.report import STAGES, LatencyReport
 
 
 class _Failing(PassthroughBackend):
+    takes_i420 = False  # a model backend: frames come as RGB through __call__
+
     def __call__(self, frames):
         raise RuntimeError("model exploded")
 
@@ -120,6 +122,8 @@ class _Synchronous(PassthroughBackend):
     """A backend that finishes inside the call (like onnxruntime or torch on the CPU). Before it
     restores a batch it waits (up to 2 s) until every earlier batch has been written: a pipeline
     that held finished frames back for the next batch would make every wait run out."""
+
+    takes_i420 = False  # a model backend: frames come as RGB through __call__
 
     def __init__(self, sink):
         super().__init__()

@@ -123,7 +123,7 @@ def test_image_folder_and_single_image(tmp_path):
 
 
 def test_sigint_leaves_a_playable_file(tmp_path):
-    src = make_clip(tmp_path / "long.mp4", frames=1500, codec="mpeg4", audio=True)
+    src = make_clip(tmp_path / "long.mp4", frames=1500, width=320, height=240, codec="mpeg4", audio=True)
     out = tmp_path / "out.mp4"
     proc = subprocess.Popen([*_entry(), str(src), "--task", "passthrough", "-o", str(out), "--quiet"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

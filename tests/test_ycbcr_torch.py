@@ -14,7 +14,6 @@ from media import BT601, BT709, FULL, LIMITED, make_clip, synth_image
 from rtsp_fixtures import rtsp_clip, rtsp_server  # noqa: F401
 from streamrestore.backends.registry import create_backend
 from streamrestore.io import ycbcr, ycbcr_torch
-from streamrestore.io.base import DecodedFrame
 from streamrestore.io.images import ImageSink
 from streamrestore.io.rtsp import RtspSource
 from streamrestore.io.video import VideoFileSink, VideoFileSource

@@ -135,7 +135,9 @@ class Done:
 
 
 class PassthroughBackend:
-    """The identity model (`--task passthrough`): measures the pipeline alone."""
+    """The identity model (`--task passthrough`): measures the pipeline alone. It takes frames in the form they
+    were decoded (`takes_i420`: 8-bit 4:2:0 as I420 planes, see io.base.DecodedFrame), so a passthrough
+    converts no colour: the planes it read are the planes it encodes."""
 
     name = "passthrough"
     device = "cpu"
@@ -143,6 +145,7 @@ class PassthroughBackend:
     model = "identity"
     temporal = False
     asynchronous = False
+    takes_i420 = True
 
     def __init__(self) -> None:
         self.last_timings = {"upload": 0.0, "restore": 0.0, "download": 0.0}
@@ -150,5 +153,8 @@ class PassthroughBackend:
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         return check_batch(frames)
 
-    def submit(self, frames: np.ndarray) -> Done:
-        return Done(self(frames), dict(self.last_timings))
+    def submit(self, frames: np.ndarray, ycbcr=None) -> Done:
+        """The batch as it came: (N, H, W, 3) R'G'B', or I420 planes (N, 3H/2, W) when `ycbcr` is given."""
+        if ycbcr is None:
+            frames = self(frames)
+        return Done(frames, dict(self.last_timings))
