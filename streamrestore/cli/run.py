@@ -227,7 +227,7 @@ def _restore_streams(args: argparse.Namespace, specs: list[StreamSpec], metrics)
     """Build the engine and restore every feed of `specs` on it (`metrics`: the run observer, or None)."""
     args.temporal = _temporal(args, video=True)  # feeds are video
     if args.cluster:
-        return _report_streams(args, specs, _cluster_streams(args, specs))
+        return _report_streams(args, specs, _cluster_streams(args, specs, metrics))
     backend = _create_backend(args)
 
     reports = run_streams(specs, backend, open_source=functools.partial(_open_feed, args),
@@ -247,9 +247,10 @@ def _open_feed_output(args: argparse.Namespace, spec: StreamSpec, info):
                                                  tune=args.tune), spec.output, info, spec.segment_time or args.segment_time)
 
 
-def _cluster_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> list[LatencyReport]:
+def _cluster_streams(args: argparse.Namespace, specs: list[StreamSpec], metrics) -> list[LatencyReport]:
     """The feeds on the Ray cluster of --cluster (streamrestore.runtime.cluster); file paths made absolute, since
-    the actors do not run in this folder. The first signal stops the feeds, which finish their outputs."""
+    the actors do not run in this folder. The first signal stops the feeds, which finish their outputs.
+    metrics: the ClusterMetrics this process serves (--metrics-port), or None."""
     from streamrestore.runtime.cluster import run_cluster
 
     def absolute(path):
@@ -259,7 +260,6 @@ def _cluster_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> list[
         backend = _create_backend(args)
         return backend, _facts(args, backend)
 
-    metrics = vars(args).pop("cluster_metrics", None)  # served here; args itself is sent to the actors
     specs = [dataclasses.replace(s, input=absolute(s.input), output=absolute(s.output)) for s in specs]
     with _signals_set(threading.Event()) as stop:
         return run_cluster(args.cluster, specs, make_backend=make_backend,
@@ -324,8 +324,8 @@ def check_metrics(args: argparse.Namespace) -> None:
 def _metrics(args: argparse.Namespace):
     """The run's metrics endpoint (streamrestore.runtime.metrics, imported only here) while the block lasts: the
     observer to give the run, or None without --metrics-port. Its address goes to stderr once (unless --quiet
-    and the port was given). With --cluster this process serves the figures the run's actors send
-    (a ClusterMetrics, left in args.cluster_metrics for _cluster_streams)."""
+    and the port was given). With --cluster this process serves the figures the run's actors send: the
+    observer is then a ClusterMetrics."""
     if args.metrics_port is None:
         return contextlib.nullcontext(None)
     from streamrestore.runtime.metrics import ClusterMetrics, serve_metrics
@@ -334,8 +334,8 @@ def _metrics(args: argparse.Namespace):
         if not (args.quiet and args.metrics_port):
             print(f"streamrestore: metrics on {url}", file=sys.stderr, flush=True)
 
-    args.cluster_metrics = ClusterMetrics() if getattr(args, "cluster", None) else None
-    return serve_metrics(args.metrics_port, args.metrics_host, announce, args.cluster_metrics)
+    return serve_metrics(args.metrics_port, args.metrics_host, announce,
+                         ClusterMetrics() if getattr(args, "cluster", None) else None)
 
 
 def _linger(args: argparse.Namespace) -> None:
