@@ -50,6 +50,7 @@ class DecodedFrame:
     timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
     discontinuity: str | None = None  # "corrupt" or "reconnect" when frames were lost just before this one
     ycbcr: object = None  # streamrestore.io.ycbcr.YCbCrFormat when image holds I420 planes
+    state_reset: bool = False  # the runtime's: this frame's stream started its temporal state afresh here
 
     @property
     def size(self) -> tuple[int, int]:

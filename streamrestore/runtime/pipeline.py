@@ -14,7 +14,9 @@ and a slow stage pushes back.
 - A feed with the latest-frame policy never queues stale frames behind the engine: beyond its share
   of a batch the oldest are dropped, and counted.
 - A feed that keeps a temporal state (a video model, the fusion stage: streamrestore.runtime.temporal) has at
-  most one frame in a batch, each restored after the one before; its report counts the resets.
+  most one frame in a batch, each restored after the one before; its report counts the resets. Its fusion
+  stage runs in its writer, frames in order, so the engine goes on with the next model call meanwhile and
+  the feeds' fusion stages run side by side.
 - A backend that converts colour on its device (`takes_i420`: the torch backend on CUDA) gets the frames
   of a feed without temporal state as their decoded I420 planes (io.base.DecodedFrame.ycbcr), and the sink
   encodes the planes it gives back: no colour conversion on the host.
@@ -51,7 +53,8 @@ from streamrestore.backends.base import Done
 from streamrestore.errors import UserError
 from streamrestore.io.base import DecodedFrame, FrameSink, FrameSource, StreamInfo
 from streamrestore.runtime.report import LIVE_RECORDS, LatencyReport
-from streamrestore.runtime.temporal import StreamHistory, mark_reconnect, restore_with_history, stream_state
+from streamrestore.runtime.temporal import (StreamHistory, fuse_restored, mark_reconnect, restore_with_history,
+                                            stream_state)
 
 log = logging.getLogger(__name__)
 _END = object()  # end of a feed, passed down its queues
@@ -387,7 +390,7 @@ def _submit(backend, group: list[tuple[Feed, DecodedFrame]], temporal: bool):
     """Start restoring one same-size group: a Pending (asynchronous backends) or Done."""
     frames = [frame for _, frame in group]
     if temporal:  # each frame after its own feed's previous one
-        images = restore_with_history(backend, frames, [feed.history for feed, _ in group])
+        images = restore_with_history(backend, frames, [feed.history for feed, _ in group], fuse=False)
         return Done(images, dict(backend.last_timings))
     images = np.stack([frame.image for frame in frames])
     if frames[0].ycbcr is not None:  # I420 planes: only a backend that takes them was asked for them
@@ -430,7 +433,10 @@ def _write(run: _Run, feed: Feed) -> None:
 
 
 def _encode(run: _Run, feed: Feed, image: np.ndarray, frame: DecodedFrame) -> None:
-    """Write one restored frame and record it: encode and end-to-end milliseconds, progress."""
+    """Fuse (a feed with a fusion stage), write one restored frame and record it: encode and end-to-end
+    milliseconds, progress."""
+    if feed.history is not None:
+        image = fuse_restored(feed.history, image, frame)
     start = time.perf_counter()
     feed.sink.write(image, frame)
     frame.timings["encode"] = (time.perf_counter() - start) * 1e3

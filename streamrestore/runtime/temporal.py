@@ -41,8 +41,11 @@ class StreamHistory:
 
     h.previous_for(image, pts_seconds, discontinuity) -> the previous restored frame, or None when this
     frame starts afresh; then h.remember(restored). h.resets counts resets by reason. With a `fusion`
-    stage (streamrestore.runtime.fusion.RecursiveFusion, after the model), h.fuse(restored, degraded) runs it
-    and the same resets clear its state too.
+    stage (streamrestore.runtime.fusion.RecursiveFusion, after the model), h.fuse(restored, fresh) runs it,
+    starting it afresh where `fresh` (previous_for said None for that frame). The runtime fuses in each
+    feed's writer thread, frames in order, while the engine goes on with the next frame's model call, so
+    the fusion is reset through `fresh` with the frame it belongs to, never from the engine's side;
+    fresh=None (callers that fuse right after previous_for) starts it afresh after any reset since.
     """
 
     def __init__(self, fusion=None) -> None:
@@ -52,14 +55,14 @@ class StreamHistory:
         self._thumb: np.ndarray | None = None
         self._time: float | None = None
         self._interval: float | None = None
+        self._fusion_fresh = False  # a reset since the last fuse(restored, fresh=None)
 
     def reset(self, reason: str | None = None) -> None:
         """Forget the state; count it under `reason` when there was one to forget."""
         if reason and self._previous is not None:
             self.resets[reason] += 1
         self._previous = self._thumb = self._time = None
-        if self.fusion is not None:
-            self.fusion.reset()
+        self._fusion_fresh = True
 
     def previous_for(self, image: np.ndarray, seconds: float | None = None,
                      discontinuity: str | None = None) -> np.ndarray | None:
@@ -74,9 +77,16 @@ class StreamHistory:
     def remember(self, restored: np.ndarray) -> None:
         self._previous = restored
 
-    def fuse(self, restored: np.ndarray) -> np.ndarray:
-        """The fusion stage's output for this frame (the restored frame itself without one)."""
-        return restored if self.fusion is None else self.fusion(restored)
+    def fuse(self, restored: np.ndarray, fresh: bool | None = None) -> np.ndarray:
+        """The fusion stage's output for this frame (the restored frame itself without one); `fresh`: this
+        frame starts the stream's state afresh (None: whether it was reset since the last call)."""
+        if self.fusion is None:
+            return restored
+        if fresh is None:
+            fresh, self._fusion_fresh = self._fusion_fresh, False
+        if fresh:
+            self.fusion.reset()
+        return self.fusion(restored)
 
     def _change(self, image: np.ndarray, thumb: np.ndarray, seconds: float | None) -> str | None:
         if self._previous is None:
@@ -122,11 +132,13 @@ def frame_seconds(frame) -> float | None:
     return float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
 
 
-def restore_with_history(backend, frames: list, histories: list[StreamHistory]) -> np.ndarray:
+def restore_with_history(backend, frames: list, histories: list[StreamHistory], fuse: bool = True) -> np.ndarray:
     """Restore DecodedFrames of one size, each from a different stream, keeping each stream's state:
-    a temporal backend gets each frame's previous restored frame (the frame itself after a reset),
-    and each stream's fusion stage, if any, runs on the result (its milliseconds go into each frame's
-    timings as "fusion"). Returns (N, H, W, 3) uint8."""
+    a temporal backend gets each frame's previous restored frame (the frame itself after a reset), and
+    each frame's `state_reset` says whether its stream started afresh there. fuse: each stream's fusion
+    stage, if any, runs on the result here (its milliseconds go into each frame's timings as "fusion");
+    false: the caller runs it (streamrestore.runtime.pipeline: in each feed's writer, fuse_restored).
+    Returns (N, H, W, 3) uint8."""
     kept = [history.previous_for(frame.image, frame_seconds(frame), frame.discontinuity)
             for frame, history in zip(frames, histories)]
     images = np.stack([frame.image for frame in frames])
@@ -134,10 +146,20 @@ def restore_with_history(backend, frames: list, histories: list[StreamHistory]) 
         restored = backend(images, np.stack([f.image if k is None else k for f, k in zip(frames, kept)]))
     else:
         restored = backend(images)
-    fused = []
-    for history, image, frame in zip(histories, restored, frames):
+    for history, image, frame, previous in zip(histories, restored, frames, kept):
         history.remember(image)
-        start = time.perf_counter()
-        fused.append(history.fuse(image))
-        frame.timings["fusion"] = (time.perf_counter() - start) * 1e3
-    return np.stack(fused)
+        frame.state_reset = previous is None
+    if not fuse:
+        return restored
+    return np.stack([fuse_restored(history, image, frame) for history, image, frame in zip(histories, restored, frames)])
+
+
+def fuse_restored(history: StreamHistory, restored: np.ndarray, frame) -> np.ndarray:
+    """The stream's fusion stage on one restored frame (restore_with_history set frame.state_reset), timed
+    into frame.timings["fusion"]; the restored frame itself when the stream has no fusion stage."""
+    if history.fusion is None:
+        return restored
+    start = time.perf_counter()
+    fused = history.fuse(restored, fresh=frame.state_reset)
+    frame.timings["fusion"] = (time.perf_counter() - start) * 1e3
+    return fused
