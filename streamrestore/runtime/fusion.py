@@ -29,6 +29,12 @@ step) and one blend. Causal: nothing waits for a later frame. A new frame size s
 other reason to forget the state (cuts, gaps, seeks, corrupt frames, reconnects) is decided,
 counted and applied by streamrestore.runtime.temporal.StreamHistory, which holds this stage for its stream.
 
+With `device` (a torch device, "cuda" where the model runs on a GPU), the full-size work, the warp
+(torch.nn.functional.grid_sample, bicubic with the same a = -0.75 as OpenCV, edges replicated) and the
+blend, runs there and the fused history stays there; flow, gate and weights stay on the host at
+flow scale. The result is the host path's up to interpolation rounding (OpenCV quantises the map to
+1/32 pixel): tests/test_fusion.py.
+
 The defaults were chosen on the built-in sample clip (streamrestore.io.sample, still camera) and
 on a hand-held variant of it (a random camera path), restored by the shipped one-frame models;
 never on the clips benchmarks/temporal.py scores.
@@ -68,7 +74,8 @@ class RecursiveFusion:
 
     def __init__(self, max_weight: float = 0.8, agree: float = 1.5, noise_floor: float = 1.0,
                  noise_ceiling: float = 8.0, flow_scale: float = 0.5, preset: str = "ultrafast",
-                 occlusion_check: bool = True, still_margin: float = 0.5, cubic: bool = True):
+                 occlusion_check: bool = True, still_margin: float = 0.5, cubic: bool = True,
+                 device: str | None = None):
         if not 0.0 <= max_weight < 1.0:
             raise ValueError(f"max_weight {max_weight}: must be in [0, 1)")
         if not 0.0 < flow_scale <= 1.0:
@@ -80,6 +87,7 @@ class RecursiveFusion:
         self.occlusion_check, self.still_margin = occlusion_check, still_margin
         self.interpolation = cv2.INTER_CUBIC if cubic else cv2.INTER_LINEAR
         self.flow = cv2.DISOpticalFlow_create(PRESETS[preset])
+        self.device = device
         self.reset()
 
     def reset(self) -> None:
@@ -98,7 +106,7 @@ class RecursiveFusion:
         h, w = restored.shape[:2]
         self._small = (max(8, round(w * self.flow_scale)), max(8, round(h * self.flow_scale)))
         self._grid_small, self._grid = _grid(*self._small), _grid(w, h)
-        self._fused = restored.astype(np.float32)
+        self._fused = restored.astype(np.float32) if self.device is None else _DeviceBlend(restored, self.device, self.interpolation)
         self._luma = _luma(restored, self._small)
         self._count = np.ones(self._small[::-1], np.float32)
 
@@ -115,13 +123,20 @@ class RecursiveFusion:
         self._count = 1.0 / (weight * weight / count + (1.0 - weight) ** 2)
         self._luma = luma + weight * (warped_luma - luma)
 
+        if self.device is not None:
+            return self._fused.step(restored, flow, weight)
         h, w = restored.shape[:2]
         scale = (w / self._small[0], h / self._small[1], 0.0, 0.0)
         full_where = cv2.add(self._grid, cv2.multiply(cv2.resize(flow, (w, h)), scale))
         warped = cv2.remap(self._fused, full_where, None, self.interpolation, borderMode=cv2.BORDER_REPLICATE)
         full_weight = cv2.resize(weight, (w, h))
-        self._fused = cv2.blendLinear(warped, restored.astype(np.float32), full_weight, 1.0 - full_weight)
-        return cv2.convertScaleAbs(self._fused)  # rounds and saturates to uint8
+        # restored + w (warped - restored): exact where it should be (cv2.blendLinear divides by w1 + w2 + 1e-5,
+        # which put x.5 just below and rounded every tie down, -0.2 level on the first blended frame)
+        current = restored.astype(np.float32)
+        change = cv2.subtract(warped, current)
+        cv2.multiply(change, cv2.merge([full_weight] * 3), dst=change)
+        self._fused = cv2.add(current, change)
+        return cv2.convertScaleAbs(self._fused)  # rounds to nearest (ties to even) and saturates to uint8
 
     def _still(self, flow: np.ndarray, luma: np.ndarray) -> np.ndarray:
         """The flow, set to 0 where no motion explains the frames as well (3x3 mean |difference|):
@@ -153,3 +168,46 @@ class RecursiveFusion:
             bound = 0.01 * (_squared_norm(flow) + _squared_norm(backward)) + 0.5
             trusted &= _squared_norm(error) <= bound
         return trusted.astype(np.float32)
+
+
+class _DeviceBlend:
+    """The fused history on a torch device, and RecursiveFusion's full-size step there: warp the history by
+    the flow (scaled up from flow scale as cv2.resize does: bilinear, pixel centres aligned), blend with
+    the restored frame by the weight (scaled up the same way); uint8 back to the host."""
+
+    def __init__(self, restored: np.ndarray, device: str, interpolation: int):
+        import torch
+
+        self.torch, self.device = torch, torch.device(device)
+        self.mode = "bicubic" if interpolation == cv2.INTER_CUBIC else "bilinear"
+        self.shape = restored.shape
+        h, w = restored.shape[:2]
+        self.fused = self._upload(restored)
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=self.device),
+                                torch.arange(w, dtype=torch.float32, device=self.device), indexing="ij")
+        self.grid = torch.stack([xs, ys], dim=-1)[None]  # (1, H, W, 2) pixel coordinates (x, y)
+        self.to_unit = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=self.device)
+
+    def _upload(self, image: np.ndarray):
+        return self.torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float()
+
+    def _full_size(self, small: np.ndarray):
+        """(h, w, C) or (h, w) float32 at flow scale -> (1, C, H, W) on the device, resized as cv2.resize does."""
+        t = self.torch.from_numpy(np.ascontiguousarray(small)).to(self.device)
+        t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
+        return self.torch.nn.functional.interpolate(t, size=self.shape[:2], mode="bilinear", align_corners=False)
+
+    def step(self, restored: np.ndarray, flow: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.inference_mode():
+            h, w = self.shape[:2]
+            small_h, small_w = flow.shape[:2]
+            motion = self._full_size(flow)[0].permute(1, 2, 0)[None]  # (1, H, W, 2)
+            motion = motion * torch.tensor([w / small_w, h / small_h], device=self.device)
+            where = (self.grid + motion) * self.to_unit - 1.0  # grid_sample's [-1, 1], pixel centres at the ends
+            warped = torch.nn.functional.grid_sample(self.fused, where, mode=self.mode, padding_mode="border",
+                                                     align_corners=True)
+            current = self._upload(restored)
+            self.fused = current + self._full_size(weight) * (warped - current)  # as the host's blend
+            out = self.fused.round().clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0)
+            return out.cpu().numpy()

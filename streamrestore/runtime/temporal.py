@@ -115,7 +115,9 @@ def stream_state(backend, fusion: bool = False) -> StreamHistory | None:
         return None
     from streamrestore.runtime.fusion import RecursiveFusion
 
-    return StreamHistory(RecursiveFusion() if fusion else None)
+    # a model on a GPU: the fusion's full-size warp and blend run there too
+    device = "cuda" if getattr(backend, "device", None) == "cuda" else None
+    return StreamHistory(RecursiveFusion(device=device) if fusion else None)
 
 
 def mark_reconnect(frame, source, seen: int) -> int:
