@@ -115,9 +115,16 @@ def stream_state(backend, fusion: bool = False) -> StreamHistory | None:
         return None
     from streamrestore.runtime.fusion import RecursiveFusion
 
-    # a model on a GPU: the fusion's full-size warp and blend run there too
-    device = "cuda" if getattr(backend, "device", None) == "cuda" else None
+    # a model on a GPU: the fusion's full-size warp and blend run there too, when this process sees it (a
+    # cluster's feed actor restores on a remote engine's GPU but may have none itself)
+    device = "cuda" if getattr(backend, "device", None) == "cuda" and _cuda_here() else None
     return StreamHistory(RecursiveFusion(device=device) if fusion else None)
+
+
+def _cuda_here() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def mark_reconnect(frame, source, seen: int) -> int:
