@@ -89,17 +89,41 @@ def test_an_engine_sends_a_batch_as_soon_as_every_attached_feed_is_in():
     assert time.monotonic() - started >= 0.3  # b attached and silent: the batch wait still bounds the wait
 
 
+def test_the_directory_moves_the_feeds_of_a_lost_engine_to_the_live_engine_serving_fewest():
+    """The run's directory (an actor in a run; its class here): which engine serves each feed."""
+    from streamrestore.runtime.cluster import _Directory
+
+    directory = _Directory(["node0", "node1", "node2"])
+    assert [directory.next("engine/1"), directory.next("engine/1"), directory.next("feed/a")] == [0, 1, 0]
+    assert [directory.engine(feed, first) for feed, first in (("a", 0), ("b", 1), ("c", 2), ("d", 0))] == [0, 1, 2, 0]
+    assert directory.engine("b", 1, lost=1) == 2  # engine 2 serves one feed, engine 0 two
+    assert directory.engine("b", 1) == 2 and directory.engine("a", 0) == 0  # kept; the others unmoved
+    assert directory.feed("b", 1) == ([{"from": 1, "to": 2, "lost_node": "node1"}], 1)  # engine 1 restarted once
+    assert directory.engine("c", 2, lost=2) == 0 and directory.engine("b", 1) == 0  # both on the last engine
+    assert directory.feed("b", 1)[0] == [{"from": 1, "to": 2, "lost_node": "node1"},
+                                         {"from": 2, "to": 0, "lost_node": "node2"}]
+    assert directory.engine("a", 0, lost=0) is None  # no engine left
+
+
 @pytest.fixture(scope="module")
-def cluster():
-    """ray://127.0.0.1:PORT of a two-node Ray cluster on this machine (head + one more node, 1 CPU each)."""
+def ray_nodes():
+    """A two-node Ray cluster on this machine (head + one more node, 1 CPU each): tests/ray_cluster.py."""
     if not HAVE_RAY:
         pytest.skip("Ray not installed (pip install 'ray[client]')")
     nodes = LocalRayCluster(cpus_per_node=1, object_store_mb=100)
     try:
         nodes.grow(2)
-        yield nodes.address
+        yield nodes
     finally:
         nodes.close()
+
+
+@pytest.fixture
+def cluster(ray_nodes):
+    """ray://127.0.0.1:PORT of the two-node cluster."""
+    if len(ray_nodes.nodes) < 2:
+        ray_nodes.grow(2)  # a test that killed a node left one
+    return ray_nodes.address
 
 
 def _summary(path: Path) -> tuple[dict, list[dict]]:
@@ -170,16 +194,31 @@ def _actor_pids(kind: bytes) -> list[int]:
     return pids
 
 
+def _engine_sums(run) -> list[tuple[float, float]]:
+    """(frames restored by engine 0, by engine 1) in each scrape made while the run went (0 before any)."""
+    return [tuple(s.get(("streamrestore_batch_size_sum", frozenset({("engine", e)})), 0.0) for e in ("0", "1"))
+            for s in list(run.during)]
+
+
 def test_a_killed_engine_actor_is_restarted_and_its_feeds_carry_on(cluster, tmp_path):
-    # 320x240: long enough (several seconds) that the restart happens while both feeds still run
+    """An engine actor's process killed mid-run: Ray restarts it, its feeds lose no frame, the reports and the
+    metrics count the restart, and the engine's served counters keep growing across it."""
+    pytest.importorskip("prometheus_client")
+    from test_metrics import _Run, check_engine, check_feed, value
+
+    # 320x240, 1500 frames a feed, one feed per engine: the kill comes once each engine has restored (and the
+    # driver polled) 500 frames, long before the end
     inputs = {name: make_clip(tmp_path / f"in_{name}.mp4", frames=1500, width=320, height=240, audio=False)
               for name in ("a", "b")}
+    reports = [tmp_path / f"{name}.json" for name in inputs]
+    run = _Run("--streams", _streams(tmp_path, inputs), "--task", "passthrough", "--profile", "surveillance",
+               "--cluster", cluster, "--quiet", reports=reports, env=RAY_ENV)
     seen: dict[str, list[int]] = {}
 
     def kill_one():
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(list(tmp_path.glob(".*partial*"))) < 2:
-            time.sleep(0.05)  # both feeds are writing
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(min(sums) >= 500 for sums in _engine_sums(run)):
+            time.sleep(0.05)
         seen["before"] = _actor_pids(b"ray::_Engine")
         if seen["before"]:
             os.kill(seen["before"][0], signal.SIGKILL)
@@ -192,17 +231,82 @@ def test_a_killed_engine_actor_is_restarted_and_its_feeds_carry_on(cluster, tmp_
 
     killer = threading.Thread(target=kill_one, daemon=True)
     killer.start()
-    proc = subprocess.run([*CLI, "--streams", str(_streams(tmp_path, inputs)), "--task", "passthrough",
-                           "--profile", "surveillance", "--cluster", cluster, "--quiet"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=180, env=RAY_ENV)
+    samples = run.final(timeout=180)
     killer.join(timeout=60)
-    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    code, _, stderr = run.end()
+    assert code == 0 and "Traceback" not in stderr, stderr
     assert len(seen.get("before", [])) == 2, seen  # one engine per node, one of them killed mid-run
     assert "after" in seen and len(seen["after"]) == 2, seen  # restarted: a new process for the killed one
+    summaries = {}
     for name in inputs:
         summary, records = _summary(tmp_path / f"{name}.json")
         assert summary["error"] is None, summary
         assert summary["frames"] == len(records) == len(probe(tmp_path / f"{name}.mp4")["pts"]) == 1500
+        assert summary["restarts"] == 0 and summary["engine_moves"] == []
+        check_feed(samples, name, summary, records)
+        summaries[name] = (summary, records)
+    assert sorted(s["engine"] for s, _ in summaries.values()) == [0, 1]
+    assert sorted(s["engine_restarts"] for s, _ in summaries.values()) == [0, 1]  # the killed one's feed: 1
+    for summary, records in summaries.values():
+        engine = str(summary["engine"])
+        assert value(samples, "streamrestore_engine_restarts_total", engine=engine) == summary["engine_restarts"]
+        assert value(samples, "streamrestore_engine_up", engine=engine) == 1
+        restored = value(samples, "streamrestore_batch_size_sum", engine=engine)
+        if summary["engine_restarts"] == 0:
+            check_engine(samples, records, engine=engine)  # exact: never restarted
+        else:  # >= 500 frames polled before the kill: the new process alone restores at most the other 1000 (and
+            # the calls it was sent again, 2 x 8 frames); the totals also hold what the first one did (all but what
+            # it restored after the driver's last poll of it, 0.2 s)
+            assert 1100 <= restored <= 1500 + 16, restored
+    sums = _engine_sums(run)
+    assert all(a <= b for earlier, later in zip(sums, sums[1:]) for a, b in zip(earlier, later)), sums  # only grew
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_a_lost_node_moves_its_feeds_to_an_engine_on_another_node(ray_nodes, cluster, tmp_path):
+    """The second node dies mid-run (its raylet, object store and workers SIGKILLed): the feed of its engine
+    carries on with the head's engine, feed actors that ran on it are restarted on the head (a file output
+    begun again as NAME.restart1), every feed ends with all its frames in a valid file and no error."""
+    pytest.importorskip("prometheus_client")
+    from test_metrics import _Run, check_feed, value
+
+    inputs = {name: make_clip(tmp_path / f"in_{name}.mp4", frames=1500, width=320, height=240, audio=False)
+              for name in ("a", "b", "c")}  # engines: a and c on 0 (the head's), b on 1 (the second node's)
+    reports = [tmp_path / f"{name}.json" for name in inputs]
+    run = _Run("--streams", _streams(tmp_path, inputs), "--task", "passthrough", "--profile", "surveillance",
+               "--cluster", cluster, "--quiet", reports=reports, env=RAY_ENV)
+    killed = threading.Event()
+
+    def kill_node():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(min(sums) >= 300 for sums in _engine_sums(run)):
+            time.sleep(0.05)  # every engine is restoring
+        ray_nodes.kill(1)
+        killed.set()
+
+    killer = threading.Thread(target=kill_node, daemon=True)
+    killer.start()
+    samples = run.final(timeout=300)
+    killer.join(timeout=60)
+    code, _, stderr = run.end()
+    assert killed.is_set()
+    assert code == 0 and "Traceback" not in stderr, stderr
+    summaries = {name: _summary(tmp_path / f"{name}.json") for name in inputs}
+    head = summaries["a"][0]["engine_node"]
+    for name, (summary, records) in summaries.items():
+        assert summary["error"] is None, summary
+        assert summary["engine"] == 0 and summary["engine_node"] == head and summary["node"] == head, summary
+        output = tmp_path / (f"{name}.restart1.mp4" if summary["restarts"] else f"{name}.mp4")
+        assert summary["restarts"] in (0, 1) and summary["output"] == str(output), summary
+        pts = probe(output)["pts"]
+        assert summary["frames"] == len(records) == len(pts) == 1500  # a file: every frame, begun again or not
+        assert all(a < b for a, b in zip(pts, pts[1:]))
+        check_feed(samples, name, summary, records)
+    (move,) = summaries["b"][0]["engine_moves"]
+    assert move["from"] == 1 and move["to"] == 0 and move["lost_node"] not in ("", head), move
+    assert summaries["a"][0]["engine_moves"] == summaries["c"][0]["engine_moves"] == []
+    assert value(samples, "streamrestore_engine_up", engine="1") == 0
+    assert value(samples, "streamrestore_engine_up", engine="0") == 1
     assert not list(tmp_path.glob(".*partial*"))
 
 

@@ -303,3 +303,40 @@ def test_a_port_in_use_is_refused_before_any_work(tmp_path):
                                "--metrics-port", str(port)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     _one_line_error(proc, f"--metrics-port {port}")
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_cluster_engine_counters_keep_growing_across_a_restart():
+    """ClusterMetrics (the driver's, with --cluster): an engine actor's figures say its incarnation; a restarted
+    one's counters begin again from 0 in its new process, the served ones add the earlier incarnations'."""
+    from prometheus_client import generate_latest
+
+    from streamrestore.runtime.metrics import BATCH_BUCKETS, ClusterMetrics
+
+    def figures(calls: int, frames_each: int, seconds: float, incarnation: int) -> dict:
+        counts = [0] * (len(BATCH_BUCKETS) + 1)
+        counts[BATCH_BUCKETS.index(frames_each)] = calls
+        return {"batch": (counts, float(calls * frames_each)), "restore_seconds": seconds, "incarnation": incarnation}
+
+    def served(metrics) -> dict:
+        return {(s.name, frozenset(s.labels.items())): s.value for family in
+                text_string_to_metric_families(generate_latest(metrics.registry).decode()) for s in family.samples}
+
+    metrics = ClusterMetrics()
+    metrics.engine(0, figures(10, 4, 1.0, 0))
+    metrics.engine(1, figures(3, 2, 0.5, 0))
+    metrics.engine(0, figures(2, 8, 0.25, 1))  # restarted: its new process has made 2 calls
+    metrics.engine(0, figures(9, 4, 0.9, 0))  # a late answer of the first process: ignored
+    now = served(metrics)
+    assert value(now, "streamrestore_batch_size_count", engine="0") == 12
+    assert value(now, "streamrestore_batch_size_sum", engine="0") == 40 + 16
+    assert value(now, "streamrestore_batch_size_bucket", engine="0", le="4.0") == 10
+    assert value(now, "streamrestore_engine_restore_seconds_total", engine="0") == pytest.approx(1.25)
+    assert value(now, "streamrestore_engine_restarts_total", engine="0") == 1
+    assert value(now, "streamrestore_engine_restarts_total", engine="1") == 0
+    metrics.engine(0, figures(5, 8, 0.5, 2))  # restarted again
+    metrics.engine_lost(1)
+    now = served(metrics)
+    assert value(now, "streamrestore_batch_size_sum", engine="0") == 40 + 16 + 40
+    assert value(now, "streamrestore_engine_restarts_total", engine="0") == 2
+    assert value(now, "streamrestore_batch_size_sum", engine="1") == 6  # a lost engine's figures stay
+    assert [value(now, "streamrestore_engine_up", engine=e) for e in ("0", "1")] == [1, 0]

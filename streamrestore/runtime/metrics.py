@@ -27,6 +27,8 @@ Per engine (label `engine`):
   streamrestore_engine_queue_depth         frames decoded and waiting for the engine
   streamrestore_engine_restore_seconds_total   time in backend calls (upload + restore + download, as the
                                            backend measures it: GPU time on CUDA)
+  streamrestore_engine_restarts_total      (--cluster) times Ray restarted the engine actor
+  streamrestore_engine_up                  (--cluster) 1, or 0 once the engine actor is lost for good
 """
 from __future__ import annotations
 
@@ -226,13 +228,21 @@ class ClusterMetrics:
     `stream`, with its `engine`) and each engine actor (EngineFigures), served as RunMetrics serves a local
     run's, under the same names. The run updates them (streamrestore.runtime.cluster polls the actors; a
     feed's last figures come with its report). A restarted feed actor's counters begin again from 0, as a
-    restarted process's do."""
+    restarted process's do (its report, too, counts only its last start's frames).
+
+    An engine actor's figures say its incarnation (how many times Ray restarted it): a restarted engine's
+    counters begin again from 0 in its new process, so this keeps the totals of its earlier incarnations (their
+    last figures polled) and serves their sum, which keeps growing across a restart; what a dead incarnation
+    did after its last poll (at most the poll interval, 0.2 s) is not counted. Also per engine:
+    streamrestore_engine_restarts_total and streamrestore_engine_up (0 once the engine is lost for good)."""
 
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry
 
         self.feeds: dict[str, tuple[str, dict]] = {}  # name -> (engine, figures)
-        self.engines: dict[str, dict] = {}
+        self.engines: dict[str, dict] = {}  # number -> its current incarnation's figures
+        self._earlier: dict[str, dict] = {}  # number -> its earlier incarnations' figures added up
+        self.lost: set[str] = set()
         self._lock = threading.Lock()
         self.registry = CollectorRegistry()
         self.registry.register(self)
@@ -242,8 +252,28 @@ class ClusterMetrics:
             self.feeds[name] = (str(engine), figures)
 
     def engine(self, number: int, figures: dict) -> None:
+        """The figures of engine `number` now: those of its current incarnation (EngineFigures, "incarnation")."""
+        key = str(number)
         with self._lock:
-            self.engines[str(number)] = figures
+            last = self.engines.get(key)
+            incarnation = figures.get("incarnation", 0)
+            if last is not None and incarnation < last.get("incarnation", 0):
+                return  # a late answer of an earlier incarnation
+            if last is not None and incarnation > last.get("incarnation", 0):  # restarted: its counters began again
+                self._earlier[key] = _added(self._earlier.get(key), last)
+            self.engines[key] = figures
+
+    def engine_lost(self, number: int) -> None:
+        """Engine `number` is dead for good (its node lost): its figures stay, streamrestore_engine_up says 0."""
+        with self._lock:
+            self.lost.add(str(number))
+
+    def engine_totals(self, number: int) -> dict:
+        """Engine `number`'s figures over all its incarnations, with "restarts"."""
+        key = str(number)
+        with self._lock:
+            current = self.engines.get(key, {"batch": ([0] * (len(BATCH_BUCKETS) + 1), 0.0), "restore_seconds": 0.0})
+            return {**_added(self._earlier.get(key), current), "restarts": current.get("incarnation", 0)}
 
     def describe(self):
         return []
@@ -252,7 +282,8 @@ class ClusterMetrics:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         with self._lock:
-            feeds, engines = dict(self.feeds), dict(self.engines)
+            feeds, numbers, lost = dict(self.feeds), list(self.engines), set(self.lost)
+        engines = {number: self.engine_totals(number) for number in numbers}
         counters = [CounterMetricFamily(f"streamrestore_{name}", text, labels=["stream"])
                     for name, text in (("frames_decoded", "Frames decoded (frames in)"),
                                        ("frames_encoded", "Frames encoded (frames out)"),
@@ -279,12 +310,28 @@ class ClusterMetrics:
         batch = HistogramMetricFamily("streamrestore_batch_size", "Frames per backend call", labels=["engine"])
         seconds = CounterMetricFamily("streamrestore_engine_restore_seconds", "Seconds in backend calls (upload, "
                                       "restore, download as the backend measures them)", labels=["engine"])
+        restarts = CounterMetricFamily("streamrestore_engine_restarts", "Times the engine actor was restarted",
+                                       labels=["engine"])
+        up = GaugeMetricFamily("streamrestore_engine_up", "1 while the engine actor lives or can be restarted, 0 "
+                               "once it is lost for good (its node lost)", labels=["engine"])
         for number, f in engines.items():
             batch.add_metric([number], *_buckets(BATCH_BUCKETS, *f["batch"]))
             seconds.add_metric([number], f["restore_seconds"])
+            restarts.add_metric([number], f["restarts"])
+            up.add_metric([number], 0 if number in lost else 1)
         for number, count in queued.items():
             depth.add_metric([number], count)
-        yield from (*counters, fps, end_to_end, stages, batch, seconds, depth)
+        yield from (*counters, fps, end_to_end, stages, batch, seconds, depth, restarts, up)
+
+
+def _added(earlier: dict | None, figures: dict) -> dict:
+    """EngineFigures' figures added up (None: nothing yet)."""
+    if earlier is None:
+        return {"batch": (list(figures["batch"][0]), figures["batch"][1]),
+                "restore_seconds": figures["restore_seconds"]}
+    counts = [a + b for a, b in zip(earlier["batch"][0], figures["batch"][0])]
+    return {"batch": (counts, earlier["batch"][1] + figures["batch"][1]),
+            "restore_seconds": earlier["restore_seconds"] + figures["restore_seconds"]}
 
 
 def _buckets(bounds: tuple, counts: list[int], total: float) -> tuple[list, float]:
