@@ -278,11 +278,14 @@ def test_a_lost_node_moves_its_feeds_to_an_engine_on_another_node(ray_nodes, clu
     killed = threading.Event()
 
     def kill_node():
+        # as soon as every feed is writing (so every engine restores), well before any feed ends: a kill timed
+        # on scraped counts came after feed b had finished on a loaded machine
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not any(min(sums) >= 300 for sums in _engine_sums(run)):
-            time.sleep(0.05)  # every engine is restoring
-        ray_nodes.kill(1)
-        killed.set()
+        while time.monotonic() < deadline and len(list(tmp_path.glob(".*partial*"))) < len(inputs):
+            time.sleep(0.05)
+        if not any(summary_path.exists() for summary_path in reports):  # no feed has ended yet
+            ray_nodes.kill(1)
+            killed.set()
 
     killer = threading.Thread(target=kill_node, daemon=True)
     killer.start()
