@@ -106,7 +106,7 @@ def test_odd_sizes_and_other_outputs_take_the_rgb_path(tmp_path, weights):
     source.i420 = True
     frames = list(source)
     source.close()
-    assert all(f.ycbcr is not None and f.image.shape == (72, 64) and f.size == (48, 64) for f in frames)
+    assert all(f.ycbcr is not None and f.image.shape == (72, 64) for f in frames)  # 48 rows + 2 x 12
     sink = ImageSink(str(tmp_path / "pngs"), single=False)
     for frame in frames:
         sink.write(frame.image, frame)

@@ -52,12 +52,6 @@ class DecodedFrame:
     ycbcr: object = None  # streamrestore.io.ycbcr.YCbCrFormat when image holds I420 planes
     state_reset: bool = False  # the runtime's: this frame's stream started its temporal state afresh here
 
-    @property
-    def size(self) -> tuple[int, int]:
-        """(height, width) of the picture, whichever way image holds it."""
-        rows, width = self.image.shape[:2]
-        return (rows * 2 // 3 if self.ycbcr is not None else rows), width
-
     def rgb(self, image: np.ndarray | None = None) -> np.ndarray:
         """`image` (default: this frame's), a picture in this frame's form, as (H, W, 3) uint8 R'G'B'."""
         image = self.image if image is None else image
