@@ -126,6 +126,14 @@ def cluster(ray_nodes):
     return ray_nodes.address
 
 
+def _on_their_engines_nodes(summaries: list[dict]) -> None:
+    """Every feed actor ran on its engine's node (the nodes have room: 1 CPU each, a feed reserves 1/100). A
+    feed actor asking Ray for no resources went to a random node whatever its soft node affinity said, about
+    half of them on the other node (runtime/cluster.py, FEED_CPUS)."""
+    placed = [(s.get("stream"), s["engine"], s["node"], s["engine_node"]) for s in summaries]
+    assert all(node == engine_node for _, _, node, engine_node in placed), placed
+
+
 def _summary(path: Path) -> tuple[dict, list[dict]]:
     data = json.loads(path.read_text())
     return data["summary"], data["frames"]
@@ -145,6 +153,7 @@ def test_feeds_on_two_nodes_share_engines(cluster, tmp_path):
         summaries[name] = (summary, records)
     assert [s["engine"] for s, _ in summaries.values()] == [0, 1, 0]
     assert len({s["engine_node"] for s, _ in summaries.values()}) == 2  # one engine per node
+    _on_their_engines_nodes([s for s, _ in summaries.values()])
     # engine 0 serves a and c: each sends at most 4 frames a call (its half of --batch 8), the engine
     # restores them together
     shared = [r["batch"] for name in ("a", "c") for r in summaries[name][1]]
@@ -158,7 +167,10 @@ def test_metrics_of_a_cluster_run_equal_the_reports(cluster, tmp_path):
     pytest.importorskip("prometheus_client")
     from test_metrics import _Run, check_engine, check_feed, value
 
-    inputs = {name: make_clip(tmp_path / f"in_{name}.mp4", frames=600, audio=False) for name in ("a", "b", "c")}
+    # 320x240: each feed runs for seconds, not the fraction of one that 64x48 takes (a run over before the
+    # driver's first polls answered left no figure scraped mid-run on a loaded machine)
+    inputs = {name: make_clip(tmp_path / f"in_{name}.mp4", frames=600, width=320, height=240, audio=False)
+              for name in ("a", "b", "c")}
     reports = [tmp_path / f"{name}.json" for name in inputs]
     run = _Run("--streams", _streams(tmp_path, inputs), "--task", "passthrough", "--profile", "surveillance",
                "--cluster", cluster, "--quiet", reports=reports, env=RAY_ENV)
@@ -173,6 +185,7 @@ def test_metrics_of_a_cluster_run_equal_the_reports(cluster, tmp_path):
         assert value(samples, "streamrestore_frames_decoded_total", stream=name) == 600  # a file: no drops
         by_engine.setdefault(summary["engine"], []).extend(records)
     assert sorted(by_engine) == [0, 1]
+    _on_their_engines_nodes([_summary(tmp_path / f"{name}.json")[0] for name in inputs])
     for engine, records in by_engine.items():
         check_engine(samples, records, engine=str(engine))
     # scraped while the actors ran: figures came from them before the end, only grew, never passed the last
@@ -246,6 +259,7 @@ def test_a_killed_engine_actor_is_restarted_and_its_feeds_carry_on(cluster, tmp_
         check_feed(samples, name, summary, records)
         summaries[name] = (summary, records)
     assert sorted(s["engine"] for s, _ in summaries.values()) == [0, 1]
+    _on_their_engines_nodes([s for s, _ in summaries.values()])  # a restarted engine stays on its node
     assert sorted(s["engine_restarts"] for s, _ in summaries.values()) == [0, 1]  # the killed one's feed: 1
     for summary, records in summaries.values():
         engine = str(summary["engine"])
@@ -368,3 +382,56 @@ def test_a_killed_feed_actor_is_restarted_and_its_camera_reconnected(cluster, rt
         assert summary["error"] is None and summary["output"] == str(output)
         assert 20 <= summary["frames"] == len(probe(output)["pts"])  # a valid file: 15 fps for 4 s after (re)start
     assert not list(tmp_path.glob(".*partial*"))  # the killed actor's unfinished file was removed
+
+
+@pytest.mark.rtsp
+def test_live_cameras_carry_on_when_a_node_is_lost(ray_nodes, cluster, rtsp_server_factory, tmp_path):
+    """Three GStreamer RTSP cameras on two nodes (cam0 and cam2 on the head's engine, cam1 on the second node's,
+    each feed actor on its engine's node); the second node's process group is SIGKILLed once every feed writes.
+    cam1's feed actor and engine die with it: Ray restarts the feed on the head, it connects to its camera
+    again and goes on with the head's engine in a new file; cam0 and cam2 never stop. Every output is a valid
+    file with increasing timestamps and no feed reports an error."""
+    duration = 6  # seconds a feed runs from its (re)start: cam1's restart comes after Ray declares the node dead
+    servers = [rtsp_server_factory() for _ in range(3)]
+    inputs = {f"cam{i}": server.url("cam") for i, server in enumerate(servers)}
+    killed: dict[str, float] = {}
+
+    def kill_node():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list(tmp_path.glob(".cam*partial*"))) < len(inputs):
+            time.sleep(0.05)  # every feed is writing
+        if not any((tmp_path / f"{name}.json").exists() for name in inputs):
+            ray_nodes.kill(1)
+            killed["at"] = time.time()
+
+    killer = threading.Thread(target=kill_node, daemon=True)
+    killer.start()
+    proc = subprocess.run([*CLI, "--streams", str(_streams(tmp_path, inputs)), "--task", "passthrough",
+                           "--profile", "surveillance", "--duration", str(duration), "--stall-timeout", "1",
+                           "--reconnect", "forever", "--cluster", cluster, "--quiet"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=150, env=RAY_ENV)
+    killer.join(timeout=10)
+    assert "at" in killed, "the second node was not killed while every feed ran"
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    summaries = {name: _summary(tmp_path / f"{name}.json")[0] for name in inputs}
+    head = summaries["cam0"]["engine_node"]
+    for name, summary in summaries.items():
+        assert summary["error"] is None, summary
+        assert summary["engine"] == 0 and summary["engine_node"] == head and summary["node"] == head, summary
+        lost = name == "cam1"  # its feed actor ran on the lost node, with its engine
+        assert summary["restarts"] == (1 if lost else 0), summary
+        output = tmp_path / (f"{name}.restart1.mp4" if lost else f"{name}.mp4")
+        assert summary["output"] == str(output), summary
+        facts = probe(output)
+        pts, seconds = facts["pts"], float(facts["time_base"])
+        # a valid file of the feed's whole duration at the cameras' 15 fps (a loaded machine drops some frames)
+        assert 0.5 * 15 * duration <= summary["frames"] == len(pts), (name, summary["frames"], len(pts))
+        assert all(a < b for a, b in zip(pts, pts[1:])), name
+        # carried on: no gap of a second in the file (cam0 and cam2 across the node's loss, cam1 after it)
+        assert max(b - a for a, b in zip(pts, pts[1:])) * seconds < 1.0, (name, summary)
+        assert (tmp_path / f"{name}.json").stat().st_mtime > killed["at"]  # ran on after the kill
+    (move,) = summaries["cam1"]["engine_moves"]
+    assert move["from"] == 1 and move["to"] == 0 and move["lost_node"] not in ("", head), move
+    assert summaries["cam0"]["engine_moves"] == summaries["cam2"]["engine_moves"] == []
+    assert not (tmp_path / "cam1.mp4").exists()  # the dead actor's unfinished file was removed
+    assert not list(tmp_path.glob(".*partial*"))
