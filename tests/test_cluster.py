@@ -89,6 +89,26 @@ def test_an_engine_sends_a_batch_as_soon_as_every_attached_feed_is_in():
     assert time.monotonic() - started >= 0.3  # b attached and silent: the batch wait still bounds the wait
 
 
+def test_an_engine_batch_never_holds_more_than_batch_frames():
+    """Requests of 4 and 6 frames with --batch 8: two calls (4, then 6), not one of 10; each caller gets its own
+    frames back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from streamrestore.backends.base import PassthroughBackend
+    from streamrestore.runtime.cluster import _Engine
+
+    engine = _Engine(lambda: (PassthroughBackend(), {}), batch=8, batch_wait_ms=2000)
+    for feed in ("a", "b", "c"):
+        engine.attach(feed)  # c stays silent: the batch waits for frames until it is full or the wait ends
+    sent = {"a": np.full((4, 8, 8, 3), 1, np.uint8), "b": np.full((6, 8, 8, 3), 2, np.uint8)}
+    with ThreadPoolExecutor(2) as pool:
+        calls = dict(zip(sent, pool.map(lambda feed: engine.restore(sent[feed], None, feed), sent)))
+    assert sorted(timings["batch"] for _, timings in calls.values()) == [4, 6]
+    assert all(np.array_equal(calls[feed][0], sent[feed]) for feed in sent)
+
+
 def test_the_directory_moves_the_feeds_of_a_lost_engine_to_the_live_engine_serving_fewest():
     """The run's directory (an actor in a run; its class here): which engine serves each feed."""
     from streamrestore.runtime.cluster import _Directory

@@ -92,6 +92,7 @@ class _Engine:
         self.counts = EngineFigures()
         self.attached: set[str] = set()
         self.requests: queue.Queue = queue.Queue()
+        self._held = None  # a request kept for the next batch (it would have taken this one past `batch`)
         threading.Thread(target=self._loop, name="engine", daemon=True).start()
 
     def describe(self) -> dict:
@@ -134,9 +135,11 @@ class _Engine:
                 self._call(group)
 
     def _take(self) -> list:
-        """The next batch's requests (class docstring)."""
-        while (first := self.requests.get()) is None:
-            pass
+        """The next batch's requests (class docstring), at most `batch` frames: a request that would take the
+        batch past it waits for the next one (a request of more frames than `batch` goes alone)."""
+        first, self._held = self._held, None
+        while first is None:
+            first = self.requests.get()
         taken, count, deadline = [first], len(first[0]), time.monotonic() + self.wait
         while count < self.batch and not self.attached <= {request[3] for request in taken}:
             remaining = deadline - time.monotonic()
@@ -144,9 +147,13 @@ class _Engine:
                 request = self.requests.get(timeout=remaining) if remaining > 0 else self.requests.get_nowait()
             except queue.Empty:
                 break
-            if request is not None:
-                taken.append(request)
-                count += len(request[0])
+            if request is None:
+                continue
+            if count + len(request[0]) > self.batch:
+                self._held = request
+                break
+            taken.append(request)
+            count += len(request[0])
         return taken
 
     def _call(self, group: list) -> None:
