@@ -41,7 +41,23 @@ from ray_cluster import RAY_ENV, LocalRayCluster  # noqa: E402 - the cluster the
 
 CLI = [sys.executable, "-m", "streamrestore.cli", "run"]
 NOTE = ("On this machine every Ray node shares the same cores: the table shows the cluster path's "
-        "overhead and its correctness, not a speed-up (more nodes on one machine add no compute).")
+        "overhead and its correctness, not a speed-up (more nodes on one machine add no compute). Loopback KB "
+        "per frame: the bytes the loopback interface carried during the command (/proc/net/dev), over the "
+        "frames written; every Ray process here talks over 127.0.0.1, so this is all that would cross a real "
+        "network between the driver and the nodes, Ray's own control traffic included (and whatever else "
+        "the machine sent over loopback meanwhile); a raw 320x240 RGB frame is 225 KB.")
+
+
+def loopback_bytes() -> int | None:
+    """Bytes received on the loopback interface so far (Linux /proc/net/dev), None where there is none."""
+    try:
+        for line in Path("/proc/net/dev").read_text().splitlines():
+            name, _, fields = line.partition(":")
+            if name.strip() == "lo":
+                return int(fields.split()[0])
+    except OSError:
+        return None
+    return None
 
 
 def _frames_in(path: Path) -> int:
@@ -58,9 +74,10 @@ def run_one(label: str, task: str, inputs: list[Path], work: Path, cluster: str 
     streams.write_text("streams:\n" + "\n".join(lines) + "\n")
     command = [*CLI, "--streams", str(streams), "--task", task, "--profile", "surveillance", "--quiet",
                *(["--cluster", cluster] if cluster else [])]
-    started = time.monotonic()
+    started, loopback = time.monotonic(), loopback_bytes()
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, env=RAY_ENV)
     wall = time.monotonic() - started
+    loopback = None if loopback is None else loopback_bytes() - loopback
     summaries, problems = [], []
     if proc.returncode != 0:
         problems.append(f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}")
@@ -87,7 +104,8 @@ def run_one(label: str, task: str, inputs: list[Path], work: Path, cluster: str 
                    engines=sorted({s.get("engine") for s in summaries if s.get("engine") is not None}),
                    nodes_used=len({s.get("node") for s in summaries if s.get("node")}),
                    backend=summaries[0].get("backend"), precision=summaries[0].get("precision"),
-                   threads=summaries[0].get("threads"))
+                   threads=summaries[0].get("threads"),
+                   loopback_kb_per_frame=None if loopback is None or not total else round(loopback / total / 1e3, 1))
     shutil.rmtree(out, ignore_errors=True)
     return row
 
@@ -108,15 +126,16 @@ def markdown(data: dict) -> str:
              f"**Feeds:** {data['frames']}-frame 320x240 H.264 files, `--profile surveillance` (batch 8, "
              "30 ms wait), output to a temporary folder.", "",
              "| task | feeds | where | aggregate FPS | per-feed FPS | e2e p50 ms | e2e p99 ms | command wall s | "
-             "engines / feed nodes | all frames written |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "engines / feed nodes | loopback KB per frame | all frames written |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
         where = "one process" if r["nodes"] is None else r["label"]
         placed = "-" if r["nodes"] is None else f"{len(r.get('engines', []))} / {r.get('nodes_used', '-')}"
         task = r["task"] if r["task"] == "passthrough" else f"{r['task']} ({r.get('backend')} {r.get('precision')})"
         lines.append(f"| {task} | {r['feeds']} | {where} | {r.get('aggregate_fps', '-')} | "
                      f"{_span(r.get('per_feed_fps'))} | {_span(r.get('e2e_p50_ms'))} | {_span(r.get('e2e_p99_ms'))} | "
-                     f"{r['command_wall_s']:.1f} | {placed} | {'yes' if r['ok'] else 'NO: ' + '; '.join(r['problems'])} |")
+                     f"{r['command_wall_s']:.1f} | {placed} | {r.get('loopback_kb_per_frame', '-')} | "
+                     f"{'yes' if r['ok'] else 'NO: ' + '; '.join(r['problems'])} |")
     lines += ["", "Aggregate FPS: all feeds' frames over the longest feed's wall time in its report (start-up "
               "excluded; the command's wall includes Python, Ray client connection and model loading). Per-feed "
               "FPS and e2e (arrival to encoded) p50/p99: the range over the feeds' reports. " + NOTE, ""]
