@@ -31,7 +31,7 @@ is left of --budget-s is skipped and says so.
   cpu_stages    a 1080p frame's host time: decode alone, YCbCr <-> RGB, the I420 planes' copies
                 (what colour on the device leaves the host), libx264 alone per preset
   cli           `streamrestore run` as a user types it on the 1080p clip (the default temporal mode,
-                and --temporal off --compile --batch 8 --preset ultrafast)
+                and --temporal off --batch 8 --preset ultrafast, eager and with --compile)
 
 --dry-run runs the same code on the CPU at tiny sizes, to check the script before a GPU call; its
 figures mean nothing. Also writes DIR/gpu_check.md, a table of the figures.
@@ -585,7 +585,8 @@ def cli(check: Check) -> dict:
     """`streamrestore run` as a user types it, on the 1080p clip: FPS and stages from its --report."""
     clip = make_clip(check, "1080p", 240 if not check.dry else 8)
     device = ["--device", check.device]
-    runs = {"--temporal off --batch 8 --preset ultrafast": ["--temporal", "off", "--batch", "8", "--preset", "ultrafast"],
+    runs = {"default (temporal auto: video model + fusion, its warp and blend on the GPU)": [],
+            "--temporal off --batch 8 --preset ultrafast": ["--temporal", "off", "--batch", "8", "--preset", "ultrafast"],
             "--temporal off --compile --batch 8 --preset ultrafast": ["--temporal", "off", "--compile", "--batch", "8",
                                                                      "--preset", "ultrafast"]}
     rows = {}
