@@ -52,104 +52,56 @@ ENGINE = "0"  # the engine label of a run's one engine
 
 
 class RunMetrics(RunObserver):
-    """One run's metrics in `registry` (its own). `serve_metrics` puts them on an HTTP endpoint."""
+    """One run's metrics in `registry` (its own). `serve_metrics` puts them on an HTTP endpoint.
+
+    Each feed keeps a FeedFigures and the engine an EngineFigures, as a cluster's actors do; a scrape reads
+    them and serves them through the same collector as a cluster run (ClusterMetrics), so both serve one
+    set of names, figures and help texts."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
-
-        self.registry = CollectorRegistry()
-        self.feeds: list[Feed] = []
-        self._written: dict[str, collections.deque] = {}  # feed -> write instants within the FPS window
-        self._series: dict[str, tuple] = {}  # feed -> its labelled series (looked up once, not per frame)
-        self._lock = threading.Lock()
-        per_feed, r = ["stream"], self.registry
-        self.frames_in = Counter("streamrestore_frames_decoded", "Frames decoded (frames in)", per_feed, registry=r)
-        self.frames_out = Counter("streamrestore_frames_encoded", "Frames encoded (frames out)", per_feed, registry=r)
-        self.end_to_end = Histogram("streamrestore_end_to_end_seconds", "Latency of a frame, decoded (an RTSP "
-                                    "feed: captured) to encoded", per_feed, buckets=LATENCY_BUCKETS, registry=r)
-        self.stages = Histogram("streamrestore_stage_seconds", "Seconds a frame spent in each stage",
-                                ["stream", "stage"], buckets=STAGE_BUCKETS, registry=r)
-        self.batch = Histogram("streamrestore_batch_size", "Frames per backend call", ["engine"],
-                               buckets=BATCH_BUCKETS, registry=r)
-        self.restore_seconds = Counter("streamrestore_engine_restore_seconds", "Seconds in backend calls (upload, "
-                                       "restore, download as the backend measures them)", ["engine"], registry=r)
-        r.register(_Live(self))
+        self.served = ClusterMetrics(poll=self._poll)
+        self.registry = self.served.registry
+        self._feeds: dict[str, FeedFigures] = {}
+        self._engine = EngineFigures()
 
     def started(self, feeds: list[Feed]) -> None:
+        figures = {}
         for feed in feeds:  # every series exists (at 0) from the start
-            self._written[feed.name] = collections.deque()
-            self._series[feed.name] = (self.frames_in.labels(feed.name), self.frames_out.labels(feed.name),
-                                       self.end_to_end.labels(feed.name),
-                                       [(stage, self.stages.labels(feed.name, stage)) for stage in STAGES[:-1]])
-        self._engine = (self.batch.labels(ENGINE), self.restore_seconds.labels(ENGINE))
-        self.feeds = list(feeds)
+            figures[feed.name] = FeedFigures()
+            figures[feed.name].started([feed])
+        self._feeds = figures
 
     def decoded(self, feed: Feed, frame) -> None:
-        self._series[feed.name][0].inc()
+        self._feeds[feed.name].decoded(feed, frame)
 
     def restored(self, frames: int, timings: dict) -> None:
-        batch, seconds = self._engine
-        batch.observe(frames)
-        seconds.inc(sum(timings.get(stage, 0.0) for stage in ("upload", "restore", "download")) / 1e3)
+        self._engine.restored(frames, timings)
 
     def written(self, feed: Feed, frame) -> None:
-        timings = frame.timings
-        _, frames_out, end_to_end, stages = self._series[feed.name]
-        frames_out.inc()
-        end_to_end.observe(timings.get("end_to_end", 0.0) / 1e3)
-        for stage, series in stages:
-            series.observe(timings.get(stage, 0.0) / 1e3)
-        with self._lock:
-            self._written[feed.name].append(time.monotonic())
+        self._feeds[feed.name].written(feed, frame)
 
-    def fps(self, name: str) -> float:
-        """Frames of feed `name` written per second over the last FPS_WINDOW s (the feed's age, when younger)."""
-        with self._lock:
-            return _rate(self._written.get(name, collections.deque()))
+    def _poll(self) -> None:
+        """The figures now, handed to the collector before each scrape."""
+        for name, figures in self._feeds.items():
+            self.served.feed(name, int(ENGINE), figures.figures())
+        self.served.engine(int(ENGINE), self._engine.figures())
 
 
 def _rate(instants: collections.deque) -> float:
     """Instants per second over the last FPS_WINDOW s (over their age, when younger); drops older ones but
     one, which says how long the feed has run."""
     now = time.monotonic()
-    while len(instants) > 1 and instants[0] < now - FPS_WINDOW:
-        instants.popleft()
+    _trim(instants, now)
     if len(instants) < 2:
         return 0.0
     recent = sum(1 for t in instants if t >= now - FPS_WINDOW)
     return recent / min(FPS_WINDOW, now - instants[0])
 
 
-class _Live:
-    """The figures read when scraped: the sources' counters (what `_finish` copies into the reports), the
-    current FPS and the frames waiting for the engine."""
-
-    def __init__(self, metrics: RunMetrics) -> None:
-        self.metrics = metrics
-
-    def describe(self):
-        return []  # the series depend on the feeds, which start later
-
-    def collect(self):
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        feeds = list(self.metrics.feeds)
-        counters = {key: CounterMetricFamily(f"streamrestore_{name}", text, labels=["stream"])
-                    for key, name, text in (("dropped", "frames_dropped", "Frames dropped by the latest-frame policy"),
-                                            ("skipped", "frames_skipped", "Undecodable frames skipped"),
-                                            ("reconnects", "reconnects", "Reconnects of a live feed"))}
-        fps = GaugeMetricFamily("streamrestore_fps", f"Frames written per second over the last {FPS_WINDOW:g} s",
-                                labels=["stream"])
-        for feed in feeds:
-            for key, family in counters.items():
-                family.add_metric([feed.name], getattr(feed.source, key, 0))
-            fps.add_metric([feed.name], self.metrics.fps(feed.name))
-        depth = GaugeMetricFamily("streamrestore_engine_queue_depth", "Frames decoded and waiting for the engine",
-                                  labels=["engine"])
-        depth.add_metric([ENGINE], sum(feed.decoded.qsize() for feed in feeds))
-        yield from counters.values()
-        yield fps
-        yield depth
+def _trim(instants: collections.deque, now: float) -> None:
+    """Drop the instants older than FPS_WINDOW s, keeping at least one (memory stays flat between scrapes)."""
+    while len(instants) > 1 and instants[0] < now - FPS_WINDOW:
+        instants.popleft()
 
 
 class _Histogram:
@@ -192,7 +144,9 @@ class FeedFigures(RunObserver):
             self.end_to_end.observe(timings.get("end_to_end", 0.0) / 1e3)
             for stage, histogram in self.stages.items():
                 histogram.observe(timings.get(stage, 0.0) / 1e3)
-            self._written.append(time.monotonic())
+            now = time.monotonic()
+            self._written.append(now)
+            _trim(self._written, now)
 
     def figures(self) -> dict:
         """The feed's figures now (counters since this actor started)."""
@@ -224,9 +178,9 @@ class EngineFigures:
 
 
 class ClusterMetrics:
-    """The driver's metrics of a --cluster run: the latest figures of each feed actor (FeedFigures, labelled
-    `stream`, with its `engine`) and each engine actor (EngineFigures), served as RunMetrics serves a local
-    run's, under the same names. The run updates them (streamrestore.runtime.cluster polls the actors; a
+    """The collector of every run's metrics: the latest figures of each feed (FeedFigures, labelled `stream`,
+    with its `engine`) and each engine (EngineFigures). A local run's RunMetrics hands them in before each
+    scrape (`poll`); in a --cluster run, the driver's, the run updates them (streamrestore.runtime.cluster polls the actors; a
     feed's last figures come with its report). A restarted feed actor's counters begin again from 0, as a
     restarted process's do (its report, too, counts only its last start's frames).
 
@@ -236,9 +190,12 @@ class ClusterMetrics:
     did after its last poll (at most the poll interval, 0.2 s) is not counted. Also per engine:
     streamrestore_engine_restarts_total and streamrestore_engine_up (0 once the engine is lost for good)."""
 
-    def __init__(self) -> None:
+    def __init__(self, poll=None) -> None:
+        """poll: called before each scrape to hand in the figures of the moment (RunMetrics: a run in this
+        process, which has no engine restarts or lost engines to serve)."""
         from prometheus_client import CollectorRegistry
 
+        self._poll = poll
         self.feeds: dict[str, tuple[str, dict]] = {}  # name -> (engine, figures)
         self.engines: dict[str, dict] = {}  # number -> its current incarnation's figures
         self._earlier: dict[str, dict] = {}  # number -> its earlier incarnations' figures added up
@@ -281,6 +238,8 @@ class ClusterMetrics:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+        if self._poll is not None:
+            self._poll()
         with self._lock:
             feeds, numbers, lost = dict(self.feeds), list(self.engines), set(self.lost)
         engines = {number: self.engine_totals(number) for number in numbers}
@@ -321,7 +280,9 @@ class ClusterMetrics:
             up.add_metric([number], 0 if number in lost else 1)
         for number, count in queued.items():
             depth.add_metric([number], count)
-        yield from (*counters, fps, end_to_end, stages, batch, seconds, depth, restarts, up)
+        yield from (*counters, fps, end_to_end, stages, batch, seconds, depth)
+        if self._poll is None:  # a cluster's actors
+            yield from (restarts, up)
 
 
 def _added(earlier: dict | None, figures: dict) -> dict:
