@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 
 import numpy as np
 import torch
 
-from streamrestore.backends.base import BackendBase, Done, LoadedModel, check_batch
+from streamrestore.backends.base import BackendBase, LoadedModel, check_batch
 from streamrestore.errors import UserError
 from streamrestore.io import ycbcr_torch
 from streamrestore.io.ycbcr import YCbCrFormat, is_i420
@@ -160,10 +159,7 @@ class TorchBackend(BackendBase):
             shape = frames.shape
         if self._cuda is not None and not tiled(shape, self.restorer.tile):
             return self._cuda.submit(frames, previous, ycbcr)
-        # the CPU, or a large frame on CUDA: tiled, uploaded and downloaded whole
-        start = time.perf_counter()
-        out = self.run(frames, previous, ycbcr)
-        return Done(out, {"upload": 0.0, "restore": (time.perf_counter() - start) * 1e3, "download": 0.0})
+        return self.timed_run(frames, previous, ycbcr)  # the CPU, or a large frame on CUDA: tiled, moved whole
 
     @torch.inference_mode()
     def run(self, frames: np.ndarray, previous: np.ndarray | None, ycbcr: YCbCrFormat | None = None) -> np.ndarray:
