@@ -106,7 +106,8 @@ class RecursiveFusion:
         h, w = restored.shape[:2]
         self._small = (max(8, round(w * self.flow_scale)), max(8, round(h * self.flow_scale)))
         self._grid_small, self._grid = _grid(*self._small), _grid(w, h)
-        self._fused = restored.astype(np.float32) if self.device is None else _DeviceBlend(restored, self.device, self.interpolation)
+        self._fused = (restored.astype(np.float32) if self.device is None
+                       else _DeviceBlend(restored, self._small, self.device, self.interpolation))
         self._luma = _luma(restored, self._small)
         self._count = np.ones(self._small[::-1], np.float32)
 
@@ -175,7 +176,7 @@ class _DeviceBlend:
     the flow (scaled up from flow scale as cv2.resize does: bilinear, pixel centres aligned), blend with
     the restored frame by the weight (scaled up the same way); uint8 back to the host."""
 
-    def __init__(self, restored: np.ndarray, device: str, interpolation: int):
+    def __init__(self, restored: np.ndarray, small: tuple[int, int], device: str, interpolation: int):
         import torch
 
         self.torch, self.device = torch, torch.device(device)
@@ -187,6 +188,7 @@ class _DeviceBlend:
                                 torch.arange(w, dtype=torch.float32, device=self.device), indexing="ij")
         self.grid = torch.stack([xs, ys], dim=-1)[None]  # (1, H, W, 2) pixel coordinates (x, y)
         self.to_unit = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=self.device)
+        self.flow_scale = torch.tensor([w / small[0], h / small[1]], device=self.device)  # flow scale -> full size
 
     def _upload(self, image: np.ndarray):
         return self.torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float()
@@ -200,10 +202,7 @@ class _DeviceBlend:
     def step(self, restored: np.ndarray, flow: np.ndarray, weight: np.ndarray) -> np.ndarray:
         torch = self.torch
         with torch.inference_mode():
-            h, w = self.shape[:2]
-            small_h, small_w = flow.shape[:2]
-            motion = self._full_size(flow)[0].permute(1, 2, 0)[None]  # (1, H, W, 2)
-            motion = motion * torch.tensor([w / small_w, h / small_h], device=self.device)
+            motion = self._full_size(flow)[0].permute(1, 2, 0)[None] * self.flow_scale  # (1, H, W, 2)
             where = (self.grid + motion) * self.to_unit - 1.0  # grid_sample's [-1, 1], pixel centres at the ends
             warped = torch.nn.functional.grid_sample(self.fused, where, mode=self.mode, padding_mode="border",
                                                      align_corners=True)
