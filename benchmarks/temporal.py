@@ -183,9 +183,9 @@ def fuse_stream(images: list[np.ndarray], degraded: list[np.ndarray], seconds: l
     start = time.perf_counter()
     out = []
     for image, before, t in zip(images, degraded, seconds):
-        history.previous_for(before, t)
+        fresh = history.previous_for(before, t) is None
         history.remember(image)
-        out.append(history.fuse(image))
+        out.append(history.fuse(image, fresh))
     return out, time.perf_counter() - start, dict(history.resets)
 
 

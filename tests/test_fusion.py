@@ -82,11 +82,11 @@ def test_a_cut_seen_by_the_stream_state_clears_the_fusion():
     history = StreamHistory(RecursiveFusion())
     bright, dark = noisy(scene(), rng), noisy(scene() * 0.2, rng)
     for k in range(3):
-        history.previous_for(bright, k / 25)
+        fresh = history.previous_for(bright, k / 25) is None
         history.remember(bright)
-        history.fuse(bright)
-    history.previous_for(dark, 3 / 25)  # a cut to a darker scene: nothing of the old one may show through
-    assert history.resets == {"cut": 1} and np.array_equal(history.fuse(dark), dark)
+        history.fuse(bright, fresh)
+    fresh = history.previous_for(dark, 3 / 25) is None  # a cut to a darker scene: nothing of the old one may show
+    assert history.resets == {"cut": 1} and np.array_equal(history.fuse(dark, fresh), dark)
 
 
 def test_bad_input_and_settings_are_refused():

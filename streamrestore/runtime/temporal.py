@@ -44,8 +44,7 @@ class StreamHistory:
     stage (streamrestore.runtime.fusion.RecursiveFusion, after the model), h.fuse(restored, fresh) runs it,
     starting it afresh where `fresh` (previous_for said None for that frame). The runtime fuses in each
     feed's writer thread, frames in order, while the engine goes on with the next frame's model call, so
-    the fusion is reset through `fresh` with the frame it belongs to, never from the engine's side;
-    fresh=None (callers that fuse right after previous_for) starts it afresh after any reset since.
+    the fusion is reset through `fresh` with the frame it belongs to, never from the engine's side.
     """
 
     def __init__(self, fusion=None) -> None:
@@ -55,14 +54,12 @@ class StreamHistory:
         self._thumb: np.ndarray | None = None
         self._time: float | None = None
         self._interval: float | None = None
-        self._fusion_fresh = False  # a reset since the last fuse(restored, fresh=None)
 
     def reset(self, reason: str | None = None) -> None:
         """Forget the state; count it under `reason` when there was one to forget."""
         if reason and self._previous is not None:
             self.resets[reason] += 1
         self._previous = self._thumb = self._time = None
-        self._fusion_fresh = True
 
     def previous_for(self, image: np.ndarray, seconds: float | None = None,
                      discontinuity: str | None = None) -> np.ndarray | None:
@@ -77,13 +74,11 @@ class StreamHistory:
     def remember(self, restored: np.ndarray) -> None:
         self._previous = restored
 
-    def fuse(self, restored: np.ndarray, fresh: bool | None = None) -> np.ndarray:
+    def fuse(self, restored: np.ndarray, fresh: bool) -> np.ndarray:
         """The fusion stage's output for this frame (the restored frame itself without one); `fresh`: this
-        frame starts the stream's state afresh (None: whether it was reset since the last call)."""
+        frame starts the stream's state afresh (previous_for gave None for it)."""
         if self.fusion is None:
             return restored
-        if fresh is None:
-            fresh, self._fusion_fresh = self._fusion_fresh, False
         if fresh:
             self.fusion.reset()
         return self.fusion(restored)
