@@ -187,13 +187,13 @@ def test_metrics_of_a_cluster_run_equal_the_reports(cluster, tmp_path):
     pytest.importorskip("prometheus_client")
     from test_metrics import _Run, check_engine, check_feed, value
 
-    # 320x240: each feed runs for seconds, not the fraction of one that 64x48 takes (a run over before the
-    # driver's first polls answered left no figure scraped mid-run on a loaded machine)
-    inputs = {name: make_clip(tmp_path / f"in_{name}.mp4", frames=600, width=320, height=240, audio=False)
-              for name in ("a", "b", "c")}
+    # each feed read as a camera at 100 fps for 6 s (--realtime): a run over before the driver's first polls
+    # answered left no figure scraped mid-run on a loaded machine
+    inputs = {name: make_clip(tmp_path / f"in_{name}.mp4", frames=600, rate=100, width=320, height=240,
+                              audio=False) for name in ("a", "b", "c")}
     reports = [tmp_path / f"{name}.json" for name in inputs]
     run = _Run("--streams", _streams(tmp_path, inputs), "--task", "passthrough", "--profile", "surveillance",
-               "--cluster", cluster, "--quiet", reports=reports, env=RAY_ENV)
+               "--realtime", "--cluster", cluster, "--quiet", reports=reports, env=RAY_ENV)
     samples = run.final(timeout=120)
     code, _, stderr = run.end()
     assert code == 0 and "Traceback" not in stderr, stderr
@@ -213,6 +213,10 @@ def test_metrics_of_a_cluster_run_equal_the_reports(cluster, tmp_path):
            for s in run.during]
     assert any(0 < x < 600 for row in out for x in row), sorted({tuple(row) for row in out})
     assert all(a <= b for earlier, later in zip(out, out[1:]) for a, b in zip(earlier, later))
+
+
+# the killed-engine test's feeds: FRAMES at 100 fps read as cameras (--realtime), the kill after KILL_AT
+FRAMES, KILL_AT = 800, 200
 
 
 def _actor_pids(kind: bytes) -> list[int]:
@@ -239,18 +243,19 @@ def test_a_killed_engine_actor_is_restarted_and_its_feeds_carry_on(cluster, tmp_
     pytest.importorskip("prometheus_client")
     from test_metrics import _Run, check_engine, check_feed, value
 
-    # 320x240, 1500 frames a feed, one feed per engine: the kill comes once each engine has restored (and the
-    # driver polled) 500 frames, long before the end
-    inputs = {name: make_clip(tmp_path / f"in_{name}.mp4", frames=1500, width=320, height=240, audio=False)
-              for name in ("a", "b")}
+    # one feed per engine, each read as a camera at 100 fps for 8 s (--realtime): the kill comes once each
+    # engine has restored (and the driver polled) 200 frames, about 6 s before either feed can end (without
+    # the pacing, a feed on a fast engine had ended before the kill)
+    inputs = {name: make_clip(tmp_path / f"in_{name}.mp4", frames=FRAMES, rate=100, width=320, height=240,
+                              audio=False) for name in ("a", "b")}
     reports = [tmp_path / f"{name}.json" for name in inputs]
     run = _Run("--streams", _streams(tmp_path, inputs), "--task", "passthrough", "--profile", "surveillance",
-               "--cluster", cluster, "--quiet", reports=reports, env=RAY_ENV)
+               "--realtime", "--cluster", cluster, "--quiet", reports=reports, env=RAY_ENV)
     seen: dict[str, list[int]] = {}
 
     def kill_one():
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not any(min(sums) >= 500 for sums in _engine_sums(run)):
+        while time.monotonic() < deadline and not any(min(sums) >= KILL_AT for sums in _engine_sums(run)):
             time.sleep(0.05)
         seen["before"] = _actor_pids(b"ray::_Engine")
         if seen["before"]:
@@ -274,7 +279,7 @@ def test_a_killed_engine_actor_is_restarted_and_its_feeds_carry_on(cluster, tmp_
     for name in inputs:
         summary, records = _summary(tmp_path / f"{name}.json")
         assert summary["error"] is None, summary
-        assert summary["frames"] == len(records) == len(probe(tmp_path / f"{name}.mp4")["pts"]) == 1500
+        assert summary["frames"] == len(records) == len(probe(tmp_path / f"{name}.mp4")["pts"]) == FRAMES
         assert summary["restarts"] == 0 and summary["engine_moves"] == []
         check_feed(samples, name, summary, records)
         summaries[name] = (summary, records)
@@ -288,10 +293,10 @@ def test_a_killed_engine_actor_is_restarted_and_its_feeds_carry_on(cluster, tmp_
         restored = value(samples, "streamrestore_batch_size_sum", engine=engine)
         if summary["engine_restarts"] == 0:
             check_engine(samples, records, engine=engine)  # exact: never restarted
-        else:  # >= 500 frames polled before the kill: the new process alone restores at most the other 1000 (and
+        else:  # >= KILL_AT frames polled before the kill: the new process alone restores at most the rest (and
             # the calls it was sent again, 2 x 8 frames); the totals also hold what the first one did (all but what
-            # it restored after the driver's last poll of it, 0.2 s)
-            assert 1100 <= restored <= 1500 + 16, restored
+            # it restored after the driver's last poll of it, 0.2 s: 20 frames at 100 fps, 100 allowed)
+            assert FRAMES - 100 <= restored <= FRAMES + 16, restored
     sums = _engine_sums(run)
     assert all(a <= b for earlier, later in zip(sums, sums[1:]) for a, b in zip(earlier, later)), sums  # only grew
     assert not list(tmp_path.glob(".*partial*"))
@@ -304,11 +309,12 @@ def test_a_lost_node_moves_its_feeds_to_an_engine_on_another_node(ray_nodes, clu
     pytest.importorskip("prometheus_client")
     from test_metrics import _Run, check_feed, value
 
-    inputs = {name: make_clip(tmp_path / f"in_{name}.mp4", frames=1500, width=320, height=240, audio=False)
-              for name in ("a", "b", "c")}  # engines: a and c on 0 (the head's), b on 1 (the second node's)
+    # each feed read as a camera at 100 fps for 8 s (--realtime), so none can end before the kill
+    inputs = {name: make_clip(tmp_path / f"in_{name}.mp4", frames=FRAMES, rate=100, width=320, height=240,
+                              audio=False) for name in ("a", "b", "c")}  # engines: a and c on 0, b on 1
     reports = [tmp_path / f"{name}.json" for name in inputs]
     run = _Run("--streams", _streams(tmp_path, inputs), "--task", "passthrough", "--profile", "surveillance",
-               "--cluster", cluster, "--quiet", reports=reports, env=RAY_ENV)
+               "--realtime", "--cluster", cluster, "--quiet", reports=reports, env=RAY_ENV)
     killed = threading.Event()
 
     def kill_node():
@@ -336,7 +342,7 @@ def test_a_lost_node_moves_its_feeds_to_an_engine_on_another_node(ray_nodes, clu
         output = tmp_path / (f"{name}.restart1.mp4" if summary["restarts"] else f"{name}.mp4")
         assert summary["restarts"] in (0, 1) and summary["output"] == str(output), summary
         pts = probe(output)["pts"]
-        assert summary["frames"] == len(records) == len(pts) == 1500  # a file: every frame, begun again or not
+        assert summary["frames"] == len(records) == len(pts) == FRAMES  # a file: every frame, begun again or not
         assert all(a < b for a, b in zip(pts, pts[1:]))
         check_feed(samples, name, summary, records)
     (move,) = summaries["b"][0]["engine_moves"]

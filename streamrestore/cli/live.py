@@ -28,6 +28,9 @@ def add_live_arguments(parser) -> None:
     g.add_argument("--rtsp-transport", choices=TRANSPORTS, default="tcp", help="RTSP transport (default tcp)")
     g.add_argument("--stall-timeout", type=positive_float("--stall-timeout"), metavar="S",
                    help=f"no frame for S seconds -> reconnect (default {STALL_TIMEOUT:g})")
+    g.add_argument("--realtime", action="store_true",
+                   help="read a video file INPUT (each file feed of --streams) at its own frame rate, as a camera "
+                   "sends it (ffmpeg's -re): to try a live set-up on a recording")
     g.add_argument("--duration", type=positive_float("--duration"), metavar="S", help="stop a live feed after S seconds")
     g.add_argument("--segment-time", type=positive_float("--segment-time"), metavar="S",
                    help="file OUTPUT in segments of about S seconds (NAME_00000.mp4, ...)")

@@ -178,7 +178,7 @@ def _run_one(args: argparse.Namespace) -> int:
 
 def _restore_one(args: argparse.Namespace, metrics) -> int:
     """Open INPUT, the engine and OUTPUT, then restore (`metrics`: the run observer, or None)."""
-    source = open_source(args.input, **live_source_options(args, args.input))
+    source = open_source(args.input, realtime=args.realtime, **live_source_options(args, args.input))
     try:
         args.temporal = _temporal(args, video=source.info.time_base is not None)
         backend = _create_backend(args)
@@ -239,7 +239,8 @@ def _restore_streams(args: argparse.Namespace, specs: list[StreamSpec], metrics)
 
 def _open_feed(args: argparse.Namespace, spec: StreamSpec):
     reconnect = None if spec.reconnect is None else str(spec.reconnect)
-    return open_source(spec.input, **live_source_options(args, spec.input, spec.live_policy, reconnect))
+    return open_source(spec.input, realtime=args.realtime,
+                       **live_source_options(args, spec.input, spec.live_policy, reconnect))
 
 
 def _open_feed_output(args: argparse.Namespace, spec: StreamSpec, info):

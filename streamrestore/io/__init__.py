@@ -22,19 +22,26 @@ def is_live(spec: str) -> bool:
     return spec.lower().startswith(LIVE_SCHEMES)
 
 
-def open_source(spec: str, **live_options) -> FrameSource:
-    """The source for INPUT: a folder or image file, an RTSP URL, `sample:TASK`, or a video file."""
+def open_source(spec: str, *, realtime: bool = False, **live_options) -> FrameSource:
+    """The source for INPUT: a folder or image file, an RTSP URL, `sample:TASK`, or a video file.
+    `realtime`: a video given at its own frame rate (streamrestore.io.realtime; a camera already is)."""
+    if is_live(spec):
+        return _live_module().RtspSource(spec, **live_options)
     if spec.startswith("sample:") and not os.path.exists(spec):
         from streamrestore.io.sample import SampleClip
 
-        return SampleClip(spec.split(":", 1)[1])
-    if is_live(spec):
-        return _live_module().RtspSource(spec, **live_options)
-    if os.path.isdir(spec) or is_image_path(spec):
-        return ImageSource(spec)
-    from streamrestore.io.video import VideoFileSource
+        source = SampleClip(spec.split(":", 1)[1])
+    elif os.path.isdir(spec) or is_image_path(spec):
+        source = ImageSource(spec)
+    else:
+        from streamrestore.io.video import VideoFileSource
 
-    return VideoFileSource(spec)
+        source = VideoFileSource(spec)
+    if realtime:
+        from streamrestore.io.realtime import RealtimeSource
+
+        return RealtimeSource(source)
+    return source
 
 
 def open_sink(spec: str, info: StreamInfo, *, source: str | None = None, codec: str | None = None,
