@@ -378,6 +378,21 @@ def _feed_actor_pids() -> list[int]:
     return pids
 
 
+def _writing(pid: int) -> bool:
+    """Whether process `pid` holds an unfinished output open (the write guard's hidden .NAME.partial-PID file)."""
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if ".partial-" in os.readlink(fd):
+                return True
+        except OSError:  # closed meanwhile
+            continue
+    return False
+
+
 @pytest.mark.rtsp
 def test_a_killed_feed_actor_is_restarted_and_its_camera_reconnected(cluster, rtsp_server_factory, tmp_path):
     servers = [rtsp_server_factory(), rtsp_server_factory()]
@@ -389,7 +404,7 @@ def test_a_killed_feed_actor_is_restarted_and_its_camera_reconnected(cluster, rt
         while time.monotonic() < deadline and len(list(tmp_path.glob(".cam*partial*"))) < 2:
             time.sleep(0.1)  # both feeds are writing
         time.sleep(1.0)
-        pids = _feed_actor_pids()
+        pids = [pid for pid in _feed_actor_pids() if _writing(pid)]  # not one whose feed has already ended
         if pids:
             os.kill(pids[0], signal.SIGKILL)
             killed.append(pids[0])
