@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from media import make_clip, probe
@@ -64,8 +65,6 @@ def test_an_engine_sends_a_batch_as_soon_as_every_attached_feed_is_in():
     frame in flight, so waiting for the rest of --batch would only add the batch wait to every frame."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import numpy as np
-
     from streamrestore.backends.base import PassthroughBackend
     from streamrestore.runtime.cluster import _Engine
 
@@ -94,8 +93,6 @@ def test_an_engine_batch_never_holds_more_than_batch_frames():
     frames back."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import numpy as np
-
     from streamrestore.backends.base import PassthroughBackend
     from streamrestore.runtime.cluster import _Engine
 
@@ -107,6 +104,28 @@ def test_an_engine_batch_never_holds_more_than_batch_frames():
         calls = dict(zip(sent, pool.map(lambda feed: engine.restore(sent[feed], None, feed), sent)))
     assert sorted(timings["batch"] for _, timings in calls.values()) == [4, 6]
     assert all(np.array_equal(calls[feed][0], sent[feed]) for feed in sent)
+
+
+def test_an_engine_calls_its_backend_once_per_form():
+    """R'G'B' frames and I420 planes arriving together: one backend call each, each caller gets its own back
+    in its own form (a passthrough backend takes both)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from streamrestore.backends.base import PassthroughBackend
+    from streamrestore.io.ycbcr import YCbCrFormat
+    from streamrestore.runtime.cluster import _Engine
+
+    engine = _Engine(lambda: (PassthroughBackend(), {}), batch=8, batch_wait_ms=2000)
+    engine.attach("a")
+    engine.attach("b")
+    rgb, planes = np.full((2, 8, 8, 3), 1, np.uint8), np.full((2, 12, 8), 2, np.uint8)
+    coding = YCbCrFormat.of("yuv420p", 1, 1)  # BT.709, limited range
+    with ThreadPoolExecutor(2) as pool:
+        rgb_call = pool.submit(engine.restore, rgb, None, "a")
+        planes_call = pool.submit(engine.restore, planes, None, "b", coding)
+        (rgb_out, rgb_timings), (planes_out, planes_timings) = rgb_call.result(), planes_call.result()
+    assert np.array_equal(rgb_out, rgb) and np.array_equal(planes_out, planes)
+    assert rgb_timings["batch"] == planes_timings["batch"] == 2  # not one call of 4
 
 
 def test_the_directory_moves_the_feeds_of_a_lost_engine_to_the_live_engine_serving_fewest():
@@ -160,16 +179,22 @@ def _summary(path: Path) -> tuple[dict, list[dict]]:
 
 
 def test_feeds_on_two_nodes_share_engines(cluster, tmp_path):
+    """Three feeds on two engines, batched together; lossless in and out (x264 qp 0, --crf 0), the planes
+    written are the planes read: a passthrough engine is sent the decoded I420 planes, so no colour is
+    converted (through R'G'B' and back, a level changes here and there)."""
     inputs = {name: make_clip(tmp_path / f"in_{name}.mp4", frames=200, audio=False) for name in ("a", "b", "c")}
     proc = subprocess.run([*CLI, "--streams", str(_streams(tmp_path, inputs)), "--task", "passthrough",
-                           "--profile", "surveillance", "--cluster", cluster, "--quiet"],
+                           "--profile", "surveillance", "--crf", "0", "--cluster", cluster, "--quiet"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, env=RAY_ENV)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     summaries = {}
     for name in inputs:
         summary, records = _summary(tmp_path / f"{name}.json")
         assert summary["error"] is None and summary["restarts"] == 0, summary
-        assert summary["frames"] == len(records) == len(probe(tmp_path / f"{name}.mp4")["pts"]) == 200
+        written, read = probe(tmp_path / f"{name}.mp4"), probe(inputs[name])
+        assert summary["frames"] == len(records) == len(written["pts"]) == 200
+        assert all(np.array_equal(a, b) for out, into in zip(written["planes"], read["planes"])
+                   for a, b in zip(out, into))
         summaries[name] = (summary, records)
     assert [s["engine"] for s, _ in summaries.values()] == [0, 1, 0]
     assert len({s["engine_node"] for s, _ in summaries.values()}) == 2  # one engine per node

@@ -5,7 +5,9 @@
 - Engines: one engine actor per GPU of the cluster, or, on a cluster without GPUs, one per node. Each
   builds the backend on its own node and restores the frames of the feeds it serves, batching the
   requests that arrive together from different feeds (up to `batch` frames, waiting at most
-  `batch_wait_ms` for a batch to fill; one backend call per frame size).
+  `batch_wait_ms` for a batch to fill; one backend call per frame size and form). A backend that converts
+  colour itself (`takes_i420`: the torch backend on CUDA, passthrough) is sent a feed's frames as their
+  decoded I420 planes, half the bytes of R'G'B', as in a local run.
 - Feeds: one feed actor per feed, placed on its engine's node when that node has room (FEED_CPUS of its
   advertised CPUs: Ray's soft node affinity, spilling to another node when the node is full). It runs the local runtime
   (streamrestore.runtime.pipeline) for its one feed -- reading, the latest-frame policy, the temporal
@@ -101,8 +103,8 @@ class _Engine:
             return {"error": self.error}
         b = self.backend
         return {"name": b.name, "device": b.device, "precision": b.precision, "model": b.model,
-                "temporal": bool(getattr(b, "temporal", False)), "facts": self.facts, "node": _node_id(),
-                "pid": os.getpid()}
+                "temporal": bool(getattr(b, "temporal", False)), "takes_i420": bool(getattr(b, "takes_i420", False)),
+                "facts": self.facts, "node": _node_id(), "pid": os.getpid()}
 
     def figures(self) -> dict:
         """This engine's backend calls so far (streamrestore.runtime.metrics.EngineFigures) in this incarnation
@@ -118,19 +120,20 @@ class _Engine:
         self.attached.discard(feed)
         self.requests.put(None)  # wakes a batch that is waiting for it
 
-    def restore(self, frames: np.ndarray, previous: np.ndarray | None = None, feed: str = ""):
-        """(restored frames, timings of the backend call they were part of, with its "batch" size)."""
+    def restore(self, frames: np.ndarray, previous: np.ndarray | None = None, feed: str = "", ycbcr=None):
+        """(restored frames, timings of the backend call they were part of, with its "batch" size). With
+        `ycbcr` (when the backend `takes_i420`) the frames are I420 planes so coded, and so is the result."""
         done: concurrent.futures.Future = concurrent.futures.Future()
         self.attached.add(feed)  # a restarted engine learns its feeds again from their requests
-        self.requests.put((frames, previous, done, feed))
+        self.requests.put((frames, previous, done, feed, ycbcr))
         return done.result()
 
     def _loop(self) -> None:
         while True:
             taken = self._take()
             groups: dict[tuple, list] = {}
-            for request in taken:
-                groups.setdefault(request[0].shape[1:], []).append(request)
+            for request in taken:  # one backend call per frame size and form (R'G'B', or I420 in one coding)
+                groups.setdefault((request[0].shape[1:], request[4]), []).append(request)
             for group in groups.values():
                 self._call(group)
 
@@ -158,12 +161,16 @@ class _Engine:
 
     def _call(self, group: list) -> None:
         try:
-            frames = np.concatenate([request[0] for request in group])
-            if getattr(self.backend, "temporal", False):
+            frames, ycbcr = np.concatenate([request[0] for request in group]), group[0][4]
+            if ycbcr is not None:
+                pending = self.backend.submit(frames, ycbcr=ycbcr)
+                restored, timings = pending.result(), pending.timings
+            elif getattr(self.backend, "temporal", False):
                 restored = self.backend(frames, np.concatenate([request[1] for request in group]))
+                timings = self.backend.last_timings
             else:
-                restored = self.backend(frames)
-            timings = {**self.backend.last_timings, "batch": len(frames)}
+                restored, timings = self.backend(frames), self.backend.last_timings
+            timings = {**timings, "batch": len(frames)}
             self.counts.restored(len(frames), timings)
         except BaseException as exc:  # noqa: BLE001 - each caller gets the error
             for request in group:
@@ -177,7 +184,8 @@ class _Engine:
 
 class RemoteEngine:
     """A backend (streamrestore.backends.base) whose calls go to an engine actor: what a feed actor's local
-    runtime restores with. `submit` returns at once, so two batches of the feed are in flight.
+    runtime restores with. `submit` returns at once, so two batches of the feed are in flight; it takes I420
+    planes (`takes_i420`) when the engine's backend does.
 
     `connect(lost)` gives (engine actor, its number): the engine that serves this feed, another one when `lost`
     (the number of an engine found dead for good) is given. A call to an engine that Ray says is unavailable
@@ -191,7 +199,7 @@ class RemoteEngine:
                  number: int = 0) -> None:
         self.engine, self.number, self.feed, self.connect = engine, number, feed, connect
         self.name, self.device, self.precision, self.model = info["name"], info["device"], info["precision"], info["model"]
-        self.temporal = info["temporal"]
+        self.temporal, self.takes_i420 = info["temporal"], info["takes_i420"]
         self.asynchronous = not self.temporal  # a temporal state needs each frame restored before the next
         self.last_timings: dict = {}
 
@@ -199,13 +207,14 @@ class RemoteEngine:
         restored, self.last_timings = self._get(self._send(frames, previous), frames, previous)
         return restored
 
-    def submit(self, frames: np.ndarray):
-        return _Pending(self, frames, self._send(frames, None))
+    def submit(self, frames: np.ndarray, ycbcr=None):
+        """Frames on their way to the engine: R'G'B', or I420 planes coded as `ycbcr` when `takes_i420`."""
+        return _Pending(self, frames, self._send(frames, None, ycbcr), ycbcr)
 
-    def _send(self, frames: np.ndarray, previous: np.ndarray | None):
-        return self.engine.restore.remote(frames, previous, self.feed)
+    def _send(self, frames: np.ndarray, previous: np.ndarray | None, ycbcr=None):
+        return self.engine.restore.remote(frames, previous, self.feed, ycbcr)
 
-    def _get(self, ref, frames: np.ndarray, previous: np.ndarray | None):
+    def _get(self, ref, frames: np.ndarray, previous: np.ndarray | None, ycbcr=None):
         import ray
 
         unavailable_since = None
@@ -222,15 +231,15 @@ class RemoteEngine:
                     raise
                 self.engine, self.number = self.connect(self.number)
                 unavailable_since = None
-            ref = self._send(frames, previous)
+            ref = self._send(frames, previous, ycbcr)
 
 
 class _Pending:
-    def __init__(self, engine: RemoteEngine, frames: np.ndarray, ref) -> None:
-        self.engine, self.frames, self.ref, self.timings = engine, frames, ref, {}
+    def __init__(self, engine: RemoteEngine, frames: np.ndarray, ref, ycbcr=None) -> None:
+        self.engine, self.frames, self.ref, self.ycbcr, self.timings = engine, frames, ref, ycbcr, {}
 
     def result(self) -> np.ndarray:
-        restored, self.timings = self.engine._get(self.ref, self.frames, None)
+        restored, self.timings = self.engine._get(self.ref, self.frames, None, self.ycbcr)
         return restored
 
 
