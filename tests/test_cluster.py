@@ -128,6 +128,26 @@ def test_an_engine_calls_its_backend_once_per_form():
     assert rgb_timings["batch"] == planes_timings["batch"] == 2  # not one call of 4
 
 
+def test_an_engine_that_takes_rgb_converts_planes_sent_to_it():
+    """A feed moved from a lost engine that took I420 planes keeps sending planes: an engine whose backend takes
+    R'G'B' only (the torch backend on a CPU refuses planes) converts them there and back (the host's colour
+    maths), so the feed goes on with the model's restoration of its frames."""
+    from streamrestore.backends.registry import create_backend
+    from streamrestore.io.ycbcr import YCbCrFormat, frame_to_i420, i420_to_rgb, rgb_to_frame
+    from streamrestore.runtime.cluster import _Engine
+
+    coding = YCbCrFormat.of("yuv420p", 1, 1)
+    y, x = np.mgrid[0:32, 0:48]
+    image = np.stack([60 + 3 * x, 80 + 4 * y, 140 - x - y], axis=-1).astype(np.uint8)
+    planes = frame_to_i420(rgb_to_frame(image, coding))[None]
+    engine = _Engine(lambda: (create_backend("denoise", backend="torch", device="cpu"), {}), batch=8, batch_wait_ms=0)
+    assert not engine.backend.takes_i420
+    restored, timings = engine.restore(planes, None, "a", coding)
+    model = engine.backend(i420_to_rgb(planes[0], coding)[None])[0]
+    assert restored.shape == planes.shape and timings["batch"] == 1
+    assert np.array_equal(restored[0], frame_to_i420(rgb_to_frame(model, coding)))
+
+
 def test_the_directory_moves_the_feeds_of_a_lost_engine_to_the_live_engine_serving_fewest():
     """The run's directory (an actor in a run; its class here): which engine serves each feed."""
     from streamrestore.runtime.cluster import _Directory

@@ -162,7 +162,14 @@ class _Engine:
     def _call(self, group: list) -> None:
         try:
             frames, ycbcr = np.concatenate([request[0] for request in group]), group[0][4]
-            if ycbcr is not None:
+            if ycbcr is not None and not getattr(self.backend, "takes_i420", False):
+                # planes from a feed moved here from a lost engine that took them: converted on this node
+                from streamrestore.io.ycbcr import frame_to_i420, i420_to_rgb, rgb_to_frame
+
+                restored = self.backend(np.stack([i420_to_rgb(planes, ycbcr) for planes in frames]))
+                restored = np.stack([frame_to_i420(rgb_to_frame(image, ycbcr)) for image in restored])
+                timings = self.backend.last_timings
+            elif ycbcr is not None:
                 pending = self.backend.submit(frames, ycbcr=ycbcr)
                 restored, timings = pending.result(), pending.timings
             elif getattr(self.backend, "temporal", False):
