@@ -226,8 +226,9 @@ class PacedFeed:
                     return
                 frame.index = index
                 yield frame
-        finally:
+        finally:  # the producer closes its file before the feed ends: no decoder left running at exit
             self._stop.set()
+            producer.join()
 
     def _produce(self) -> None:
         tick, interval, due = 0, 1.0 / self.rate, time.monotonic()
