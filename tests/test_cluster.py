@@ -260,7 +260,8 @@ def test_metrics_of_a_cluster_run_equal_the_reports(cluster, tmp_path):
     assert all(a <= b for earlier, later in zip(out, out[1:]) for a, b in zip(earlier, later))
 
 
-# the killed-engine test's feeds: FRAMES at 100 fps read as cameras (--realtime), the kill after KILL_AT
+# the feeds of the tests that kill an engine or a node mid-run: FRAMES at 100 fps read as cameras (--realtime);
+# the killed-engine test kills once each engine has restored KILL_AT
 FRAMES, KILL_AT = 800, 200
 
 
