@@ -152,6 +152,24 @@ def test_interrupted_training_resumes_where_it_stopped(tmp_path):
     assert card["training"]["completed"] == {"stage_index": 2, "iteration": 0, "seconds": card["training"]["completed"]["seconds"]}
 
 
+def test_sde_lambda_is_trained_on_and_travels_with_the_weights(tmp_path):
+    """--sde-lambda 2: training draws x_T with std 2/255 around the LQ, and the saved weights sample with it
+    (the 1-step input with a noise z is LQ + 2/255 z, not IR-SDE's 10/255)."""
+    from streamrestore.model.sampler import step_input
+
+    out = tmp_path / "w.safetensors"
+    card = train(TrainConfig(task="deblur", iters=2, batch=2, stages=["nonlinear"], sde_lambda=2.0), _FixedBatches(),
+                 out, progress=False)
+    assert card["schedule"]["lambda"] == pytest.approx(2 / 255) and card["training"]["sde_lambda"] == 2.0
+    model = load_model(out)
+    assert model.schedule.lam == pytest.approx(2 / 255)
+    mu, z = torch.full((1, 3, 64, 64), 0.5), torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    t = torch.full((1,), model.schedule.T, dtype=torch.long)
+    spread = float((step_input(model.schedule, mu, None, t, z) - mu).std())
+    assert spread == pytest.approx(2 / 255, rel=0.05)
+    assert build_model("small").schedule.lam == pytest.approx(10 / 255)  # the default stays IR-SDE's
+
+
 def test_vgg16_perceptual_loads_only_a_given_file(tmp_path):
     """The paper's VGG16 term reads torchvision-named weights from a safetensors file we pass."""
     from safetensors.torch import save_file

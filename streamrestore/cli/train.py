@@ -41,6 +41,14 @@ def add_parser(subparsers, name: str) -> None:
                    help="train the temporal (recurrent) model on pseudo-clips of this many frames made from "
                         "--data (camera paths and moving objects); with --init a one-frame checkpoint, its "
                         "weights start the temporal model. 0: the one-frame model")
+    p.add_argument("--origin-weight", default=TrainConfig.lambda_og, type=positive_float("--origin-weight"),
+                   help="lambda_OG of IR-CM's loss L_CT + lambda_OG L_OG (eq. 14): the weight of the L1 to the clean "
+                        "image beside the consistency term (0.8 in the paper); a larger one holds the 1-step output "
+                        "to the target")
+    p.add_argument("--sde-lambda", default=TrainConfig.sde_lambda, type=positive_float("--sde-lambda"), metavar="LEVELS",
+                   help="stationary noise std of the mean-reverting SDE in 8-bit levels (IR-SDE's lambda, 10 there): "
+                        "x_T = LQ + this noise is what the network learns from at t = T; a smaller one keeps more of "
+                        "the LQ's detail (deblur); stored with the weights")
     p.add_argument("--seed", default=TrainConfig.seed, type=int)
     p.add_argument("--holdout-every", default=HOLDOUT_EVERY, type=positive_int("--holdout-every", minimum=0),
                    help="hold out every N-th image of --data (sorted by name) for eval; 0 holds none out")
@@ -125,7 +133,8 @@ def main(args) -> int:
     config = TrainConfig(task=args.task, size=args.size, stages=STAGE_CHOICES[args.stage], iters=args.iters,
                          batch=args.batch, patch=args.patch, lr=args.lr, seed=args.seed, device=args.device,
                          sampling_time_fraction=args.sampling_time_fraction, two_step_weight=args.two_step_weight,
-                         perceptual_weights=args.perceptual_weights, clip_frames=args.clip_frames)
+                         perceptual_weights=args.perceptual_weights, clip_frames=args.clip_frames,
+                         sde_lambda=args.sde_lambda, lambda_og=args.origin_weight)
     card = {"date": datetime.date.today().isoformat(), "data": data,
             "kind": "cnn-baseline" if args.stage == "baseline" else "ir-cm"}
     train(config, pairs, out, resume=args.resume, card=card, progress=not args.quiet and sys.stderr.isatty(),

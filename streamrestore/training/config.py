@@ -28,4 +28,5 @@ class TrainConfig:
     checkpoint_seconds: float = 120.0
     perceptual_weights: str | None = None
     clip_frames: int = 0  # > 0: temporal training on pseudo-clips of this many frames (recurrent model)
+    sde_lambda: float = 10.0  # stationary std of the mean-reverting SDE in 8-bit levels (IR-SDE's lambda; 10 there)
     history_lr_scale: float = 10.0  # the history convolution learns this much faster (and without decay)

@@ -54,9 +54,11 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return config.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / max(1, config.iters))))
 
 
-def build_model(size: str, temporal: bool = False) -> ConsistencyModel:
+def build_model(size: str, temporal: bool = False, sde_lambda: float = 10.0) -> ConsistencyModel:
+    """A fresh network of `size` and the schedule with stationary std `sde_lambda` / 255 (IR-SDE eq. 2:
+    x_T ~ N(mu, lambda^2)); the schedule goes into the weights' metadata, so sampling uses the same one."""
     config = replace(SIZES[size], history_channels=3 if temporal else 0)
-    return ConsistencyModel(ConditionalNAFUNet(config), MeanRevertingSchedule.create())
+    return ConsistencyModel(ConditionalNAFUNet(config), MeanRevertingSchedule.create(lam=sde_lambda / 255))
 
 
 def load_initial_network(model: ConsistencyModel, init_weights: str) -> None:
@@ -90,7 +92,7 @@ def train(config: TrainConfig, pairs, out: str | Path, resume: bool = False, car
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    model = build_model(config.size, temporal=config.clip_frames > 0).to(config.device)
+    model = build_model(config.size, temporal=config.clip_frames > 0, sde_lambda=config.sde_lambda).to(config.device)
     card = dict(card or {})
     if init_weights:  # e.g. a second round of nonlinear fitting from a finished checkpoint
         load_initial_network(model, init_weights)
