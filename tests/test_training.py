@@ -153,8 +153,8 @@ def test_interrupted_training_resumes_where_it_stopped(tmp_path):
 
 
 def test_sde_lambda_is_trained_on_and_travels_with_the_weights(tmp_path):
-    """--sde-lambda 2: training draws x_T with std 2/255 around the LQ, and the saved weights sample with it
-    (the 1-step input with a noise z is LQ + 2/255 z, not IR-SDE's 10/255)."""
+    """--sde-lambda 2: the trained model's schedule has lambda 2/255, its saved weights keep it, and sampling
+    with them starts from LQ + 2/255 z (not IR-SDE's 10/255)."""
     from streamrestore.model.sampler import step_input
 
     out = tmp_path / "w.safetensors"

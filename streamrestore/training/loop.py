@@ -55,8 +55,9 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 
 
 def build_model(size: str, temporal: bool = False, sde_lambda: float = 10.0) -> ConsistencyModel:
-    """A fresh network of `size` and the schedule with stationary std `sde_lambda` / 255 (IR-SDE eq. 2:
-    x_T ~ N(mu, lambda^2)); the schedule goes into the weights' metadata, so sampling uses the same one."""
+    """A fresh network of `size` and the schedule with stationary std lambda = `sde_lambda` / 255 (IR-SDE's
+    mean-reverting SDE ends at x_T ~ N(mu, lambda^2)); the schedule goes into the weights' metadata, so
+    sampling uses the same one."""
     config = replace(SIZES[size], history_channels=3 if temporal else 0)
     return ConsistencyModel(ConditionalNAFUNet(config), MeanRevertingSchedule.create(lam=sde_lambda / 255))
 
