@@ -131,3 +131,26 @@ def test_training_exposures_run_from_dusk_to_deep_night():
     gains = np.array([lowlight_params(rng)["gain"] for _ in range(4000)])
     assert gains.min() >= 0.04 and gains.max() <= 0.6
     assert np.mean(gains < 0.15) == pytest.approx(np.log(0.15 / 0.04) / np.log(0.6 / 0.04), abs=0.03)  # log-uniform
+
+
+def test_eval_grid_write_card_stores_the_grid_beside_the_weights(tmp_path, capsys):
+    """`--grid --write-card` keeps the table in the model card (it used to be dropped), and the task's own
+    recipe ("eval") stays as it was."""
+    import shutil
+
+    from streamrestore.cli import main
+    from streamrestore.tasks import shipped_weights
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "p.png"), cv2.cvtColor(photo(64, 96), cv2.COLOR_RGB2BGR))
+    weights = tmp_path / "deblur.safetensors"
+    shutil.copy(shipped_weights("deblur"), weights)
+    shutil.copy(shipped_weights("deblur").with_suffix(".json"), weights.with_suffix(".json"))
+    before = json.loads(weights.with_suffix(".json").read_text())
+    assert main(["eval", "--task", "deblur", "--data", str(folder), "--grid", "--steps", "1", "--weights", str(weights),
+                 "--write-card", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)["grid"]
+    card = json.loads(weights.with_suffix(".json").read_text())
+    assert card["grid"]["rows"] == printed and card["grid"]["images"] == ["p.png"]
+    assert "--grid" in card["grid"]["command"] and card["eval"] == before["eval"]

@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_opencv()
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = list(sys.argv[1:] if argv is None else argv)  # as typed, for model cards
     setup_logging(getattr(args, "quiet", False))
     try:
         return int(args.handler(args) or 0)

@@ -71,17 +71,18 @@ def load_eval_pairs(args):
     return synthetic_pairs(load_clean_images(args), args.task, args.seed)
 
 
-def _write_card(args, images: list[str], rows: dict) -> None:
-    """Record the figures, the images and the command in the model card beside the IR-CM weights."""
-    import sys
+def _write_card(args, images: list[str], rows: dict, key: str = "eval") -> None:
+    """Record the figures, the images and the command in the model card beside the IR-CM weights, under `key`
+    ("eval" for the task's own recipe, "grid" for the table over its families)."""
+    import shlex
 
     from streamrestore.model.checkpoint import read_card, write_card
     from streamrestore.tasks import shipped_weights
 
     weights = Path(args.weights) if args.weights else shipped_weights(args.task)
     card = read_card(weights)
-    card["eval"] = {"command": "streamrestore eval " + " ".join(sys.argv[2:]), "split": args.split,
-                    "max_side": args.max_side, "images": images, "rows": rows}
+    card[key] = {"command": "streamrestore " + shlex.join(args.command_line), "split": args.split,
+                 "max_side": args.max_side, "images": images, "rows": rows}
     write_card(weights, card)
 
 
@@ -129,7 +130,10 @@ def _grid(args) -> int:
         raise UserError("--grid degrades clean photographs; give --data, not --paired")
     models = {f"IR-CM {steps}-step": Restorer(args.task, steps=steps, device=args.device, weights=args.weights,
                                               noise=args.noise) for steps in args.steps}
-    table = family_grid(args.task, load_clean_images(args), models, args.seed)
+    images = load_clean_images(args)
+    table = family_grid(args.task, images, models, args.seed)
+    if args.write_card:
+        _write_card(args, sorted(images), table, key="grid")
     if args.json:
         print(json.dumps({"task": args.task, "split": args.split, "grid": table}, indent=2))
         return 0
