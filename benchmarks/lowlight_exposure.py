@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import types
 from pathlib import Path
 
 import numpy as np
 
 from streamrestore.choices import HOLDOUT_EVERY
-from streamrestore.cli.evaluate import load_clean_images
 from streamrestore.evaluation.metrics import psnr_y
+from streamrestore.evaluation.quality import fit_long_side
+from streamrestore.io.images import read_rgb8, split_folders
 from streamrestore.restorer import Restorer
 from streamrestore.tasks.degradations import FAMILIES, family_uint8
 
@@ -49,11 +49,12 @@ def measure(model, held_out: dict, target_means: np.ndarray, seed: int = 0) -> d
         for i, (_, clean) in enumerate(sorted(held_out.items())):
             degraded, target = family_uint8("lowlight", family, clean, seed + 1000 * f + i)  # as eval --grid
             out = model(degraded)
-            means = np.maximum(channel_means(out), 1e-3)
+            out_means = np.maximum(channel_means(out), 1e-3)
+            oracle_gains = channel_means(target) / out_means
             rows["model"].append(psnr_y(out, target))
-            rows["oracle_brightness"].append(psnr_y(rescaled(out, channel_means(target) / means), target))
-            rows["fixed_exposure"].append(psnr_y(rescaled(out, target_means / means), target))
-            rows["ratio"].append(float(np.mean(channel_means(target) / means)))
+            rows["oracle_brightness"].append(psnr_y(rescaled(out, oracle_gains), target))
+            rows["fixed_exposure"].append(psnr_y(rescaled(out, target_means / out_means), target))
+            rows["ratio"].append(float(np.mean(oracle_gains)))
         table[family] = {k: round(float(np.mean(v)), 2) for k, v in rows.items()}
         table[family].update(ratio_min=round(min(rows["ratio"]), 2), ratio_max=round(max(rows["ratio"]), 2))
     table["mean"] = {k: round(float(np.mean([table[f][k] for f in FAMILIES["lowlight"]])), 2)
@@ -83,10 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", nargs="+", default=[str(DATA / "clean"), str(DATA / "more")])
     p.add_argument("--out", default="benchmarks/results/lowlight-exposure")
     args = p.parse_args(argv)
-    folders = dict(data=args.data, max_side=512, holdout_every=HOLDOUT_EVERY)
-    held_out = load_clean_images(types.SimpleNamespace(split="heldout", **folders))
-    train = {k: v for k, v in load_clean_images(types.SimpleNamespace(split="all", **folders)).items() if k not in held_out}
-    target_means = np.mean([channel_means(v) for v in train.values()], 0)
+    train, held = split_folders(args.data, HOLDOUT_EVERY)  # the split of `streamrestore eval --split heldout`
+    held_out = {f.name: fit_long_side(read_rgb8(f), 512) for f in held}
+    target_means = np.mean([channel_means(fit_long_side(read_rgb8(f), 512)) for f in train], 0)
     result = {"images": sorted(held_out), "data": [Path(d).name for d in args.data],
               "fixed_exposure_means": [round(float(m), 2) for m in target_means], "models": {}}
     for weights in args.weights:
