@@ -9,6 +9,8 @@ For each task and noise policy (fixed, fresh, zero) and step count, the clean cl
 - Y-PSNR of the output against the clean frames.
 
     python benchmarks/flicker.py --clip ../shared/data/vtest.avi --frames 40 --out benchmarks/results/flicker
+
+--size base measures (and with --write-cards, sets the policy of) the shipped `base` weights instead.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import numpy as np
 from streamrestore import Restorer
 from streamrestore.evaluation.metrics import psnr_y
 from streamrestore.model.sampler import NOISE_POLICIES
+from streamrestore.tasks import shipped_weights
 from streamrestore.tasks.degradations import TASKS, eval_degrade_uint8
 
 
@@ -63,12 +66,11 @@ def choose_policy(rows: dict, tolerance_db: float = 0.1) -> str:
     return min(keep, key=lambda p: rows[p]["flicker"])
 
 
-def write_recommendation(task: str, per_steps: dict, clip: str) -> None:
+def write_recommendation(task: str, per_steps: dict, clip: str, size: str = "small") -> None:
     """Record the measured figures and the chosen default policy (1-step) in the shipped model card."""
     from streamrestore.model.checkpoint import read_card, write_card
-    from streamrestore.tasks import shipped_weights
 
-    weights = shipped_weights(task)
+    weights = shipped_weights(task, size)
     card = read_card(weights)
     card["noise_policy"] = {"default": choose_policy(per_steps["1"]), "rule": "least flicker within 0.1 dB of the best "
                             "Y-PSNR, 1-step", "measured_on": clip, "figures": per_steps}
@@ -82,6 +84,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", nargs="+", type=int, default=[1, 2])
     p.add_argument("--frames", type=int, default=40)
     p.add_argument("--scale", type=float, default=0.5)
+    p.add_argument("--size", default="small", choices=("small", "base"), help="which shipped weights (default: small)")
     p.add_argument("--out", default="benchmarks/results/flicker")
     p.add_argument("--write-cards", action="store_true",
                    help="store the figures and the chosen default noise policy in each shipped model card")
@@ -95,14 +98,14 @@ def main(argv=None) -> int:
              "|---|---|---|---|" + "---|" * len(NOISE_POLICIES)]
     for task in args.tasks:
         for steps in args.steps:
-            rows = measure(task, clean, steps, NOISE_POLICIES)
+            rows = measure(task, clean, steps, NOISE_POLICIES, weights=str(shipped_weights(task, args.size)))
             results["tasks"].setdefault(task, {})[str(steps)] = rows
             cells = " | ".join(f"{rows[p]['flicker']:.2f} / {rows[p]['psnr_y']:.2f}" for p in NOISE_POLICIES)
             lines.append(f"| {task} | {steps} | {rows['clean']['flicker']:.2f} | "
                          f"{rows['degraded input']['flicker']:.2f} / {rows['degraded input']['psnr_y']:.2f} | {cells} |")
             print(lines[-1], flush=True)
         if args.write_cards:
-            write_recommendation(task, results["tasks"][task], f"{results['clip']} ({len(clean)} frames)")
+            write_recommendation(task, results["tasks"][task], f"{results['clip']} ({len(clean)} frames)", args.size)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")

@@ -29,10 +29,12 @@ import cv2
 import numpy as np
 
 from streamrestore.choices import HOLDOUT_EVERY
+from streamrestore.errors import UserError
 from streamrestore.evaluation.metrics import psnr_y, ssim_y
 from streamrestore.evaluation.quality import fit_long_side
 from streamrestore.io.images import list_images, read_rgb8, split_holdout
 from streamrestore.restorer import Restorer
+from streamrestore.tasks import shipped_weights
 from streamrestore.tasks.classical import CLASSICAL
 from streamrestore.tasks.degradations import add_noise, eval_degrade_uint8
 
@@ -85,6 +87,11 @@ def methods_for(task: str, sigma: float | None) -> dict:
     ours = Restorer(task, device="cpu", backend="torch")
     methods = {"degraded input": lambda x: x, f"classical ({CLASSICAL[task].__name__})": CLASSICAL[task],
                "streamrestore IR-CM small 1-step": lambda x: ours(x)}
+    try:  # the GPU size, where one is shipped for the task (the default on CUDA), run here on the CPU
+        base = Restorer(task, device="cpu", backend="torch", weights=str(shipped_weights(task, "base")))
+        methods["streamrestore IR-CM base 1-step"] = lambda x: base(x)
+    except UserError:
+        pass
     if task == "denoise":
         try:
             import bm3d  # noqa: F401

@@ -31,6 +31,20 @@ def test_training_draws_span_drizzle_to_downpour_and_every_slant():
     assert rainy.shape == image.shape and rainy.dtype == np.float32 and 0 <= rainy.min() and rainy.max() <= 1
 
 
+def test_haze_comes_with_heavy_rain_not_with_a_drizzle():
+    """A frame with a few thin streaks is not veiled: otherwise the model learns to take light off any frame
+    with a streak in it (it darkened clean held-out photographs by 4.5 levels on average)."""
+    rng = np.random.default_rng(0)
+    layers = [layer for _ in range(2000) for layer in rain_layers(rng)]
+    light = [l["haze"] for l in layers if l["density"] <= 0.006]
+    middle = [l["haze"] for l in layers if 0.01 <= l["density"] <= 0.02]
+    heavy = [l["haze"] for l in layers if l["density"] >= 0.03]
+    assert len(light) > 100 and max(light) == 0
+    assert 0.2 < np.mean([h > 0 for h in middle]) < np.mean([h > 0 for h in heavy]) < 0.9
+    assert max(middle) < 0.25 < max(heavy)
+    assert any(h == 0 for h in heavy)
+
+
 def test_rain_adds_light_in_every_family():
     """Rain brightens (screen, additive and opaque-drop blends all move pixels up on a dark scene), and a
     family is a fixed recipe: the same seed gives the same picture."""

@@ -8,7 +8,7 @@ from streamrestore import Restorer
 from streamrestore.evaluation.metrics import psnr_y
 from streamrestore.io.sample import SampleClip
 from streamrestore.model.checkpoint import card_path
-from streamrestore.tasks import shipped_weights
+from streamrestore.tasks import default_weights, shipped_weights
 from streamrestore.tasks.degradations import TASKS, eval_degrade_uint8
 
 
@@ -73,3 +73,21 @@ def test_lowlight_streams_use_the_one_frame_model():
     with the fusion stage."""
     r = Restorer(task="lowlight", device="cpu")
     assert not r.video_backend.temporal
+
+
+def test_the_shipped_base_denoise_model_is_the_cuda_default_and_restores_better_than_small():
+    """engines/denoise-base: the GPU size, documented like the others, chosen on CUDA (and for CUDA
+    streams, where no base video model is shipped), never on the CPU; it restores a frame of the sample
+    scene (never seen in training; smooth, so the sizes tie there: 31.51 dB both)."""
+    path = shipped_weights("denoise", "base")
+    card = json.loads(card_path(path).read_text())
+    assert card["task"] == "denoise" and card["architecture"]["size"] == "base"
+    assert card["noise_policy"]["default"] in ("fixed", "fresh", "zero") and card["grid"]["rows"]
+    rows = card["eval"]["rows"]
+    assert rows["IR-CM 1-step"]["psnr_y"] > rows["degraded input"]["psnr_y"] + 5
+    assert default_weights("denoise", "cuda") == path == default_weights("denoise", "cuda", temporal=True)
+    assert default_weights("denoise", "cpu") == shipped_weights("denoise")
+    clean, degraded = _degraded_sample_frame("denoise")
+    base = Restorer(task="denoise", steps=1, device="cpu", weights=str(path))(degraded)
+    small = Restorer(task="denoise", steps=1, device="cpu")(degraded)
+    assert psnr_y(base, clean) > psnr_y(degraded, clean) + 5 and psnr_y(base, clean) > psnr_y(small, clean) - 0.1

@@ -115,17 +115,30 @@ def darken(image, rng, gamma=2.0, gain=0.25, shot_peak=200.0, read_sigma=0.01, c
 def rain_layers(rng) -> list[dict]:
     """1-3 layers of rain drawn from the whole family (README, "Rain"): a drizzle of a few thin streaks
     to a downpour, near-vertical to strongly slanted, short to long, faint to opaque, with and without
-    haze and splashes, blended as screen, additive light or opaque drops."""
+    haze and splashes, blended as screen, additive light or opaque drops.
+
+    The haze veil grows with the layer's density (`haze_ceiling`), in how often and how strong: it is the
+    rain too far away to resolve (Garg & Nayar 2004), so a drizzle brings none and a downpour is veiled in
+    three draws of four, up to 0.35. Drawn independently of the density, it taught the model to take light
+    off every frame with any streak in it, clean ones too."""
     angle = rng.uniform(30, 150)
     layers = []
     for _ in range(int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))):
-        layers.append(dict(density=float(np.exp(rng.uniform(np.log(0.002), np.log(0.07)))),
+        density = float(np.exp(rng.uniform(np.log(0.002), np.log(0.07))))
+        layers.append(dict(density=density,
                            angle=angle + rng.normal(0, 6), length=int(rng.integers(6, 71)),
                            width=int(rng.choice([1, 1, 1, 2, 2, 3])), brightness=rng.uniform(0.2, 1.0),
                            blend=str(rng.choice(["screen", "screen", "add", "alpha"])),
-                           haze=rng.uniform(0.02, 0.35) if rng.random() < 0.35 else 0.0,
+                           haze=rng.uniform(0.05, 1.0) * haze_ceiling(density)
+                           if rng.random() < 0.15 + 0.6 * haze_ceiling(density) / 0.35 else 0.0,
                            splashes=float(np.exp(rng.uniform(np.log(5e-4), np.log(5e-3)))) if rng.random() < 0.3 else 0.0))
     return layers
+
+
+def haze_ceiling(density: float) -> float:
+    """The strongest haze a rain layer of this streak density brings: none at or below 0.006 (a drizzle),
+    rising with log density to 0.35 at 0.05 and above."""
+    return 0.35 * float(np.clip(np.log(density / 0.006) / np.log(0.05 / 0.006), 0, 1))
 
 
 def random_rain(image, rng, clear_share=0.15):
