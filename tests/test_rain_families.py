@@ -32,8 +32,8 @@ def test_training_draws_span_drizzle_to_downpour_and_every_slant():
 
 
 def test_haze_comes_with_heavy_rain_not_with_a_drizzle():
-    """A frame with a few thin streaks is not veiled: otherwise the model learns to take light off any frame
-    with a streak in it (it darkened clean held-out photographs by 4.5 levels on average)."""
+    """A frame with a few thin streaks is not veiled: the veil is the rain too far away to resolve, which a
+    drizzle does not bring (a model trained on veils drawn at any density darkened clean frames)."""
     rng = np.random.default_rng(0)
     layers = [layer for _ in range(2000) for layer in rain_layers(rng)]
     light = [l["haze"] for l in layers if l["density"] <= 0.006]

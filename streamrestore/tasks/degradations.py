@@ -119,8 +119,8 @@ def rain_layers(rng) -> list[dict]:
 
     The haze veil grows with the layer's density (`haze_ceiling`), in how often and how strong: it is the
     rain too far away to resolve (Garg & Nayar 2004), so a drizzle brings none and a downpour is veiled in
-    three draws of four, up to 0.35. Drawn independently of the density, it taught the model to take light
-    off every frame with any streak in it, clean ones too."""
+    three draws of four, up to 0.35. Drawn independently of the density, it asked for veils that a few
+    thin streaks do not bring."""
     angle = rng.uniform(30, 150)
     layers = []
     for _ in range(int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))):
