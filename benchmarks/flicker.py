@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from streamrestore import Restorer
+from streamrestore.errors import UserError
 from streamrestore.evaluation.metrics import psnr_y
 from streamrestore.model.sampler import NOISE_POLICIES
 from streamrestore.tasks import shipped_weights
@@ -92,6 +93,12 @@ def main(argv=None) -> int:
     if not Path(args.clip).is_file():
         print(f"flicker.py: error: --clip {args.clip}: no such file; pass a clean video clip", file=sys.stderr)
         return 2
+    for task in args.tasks:
+        try:
+            shipped_weights(task, args.size)
+        except UserError as error:
+            print(f"flicker.py: error: --size {args.size}: {error}", file=sys.stderr)
+            return 2
     clean = read_clip(args.clip, args.frames, args.scale)
     results = {"clip": Path(args.clip).name, "frames": len(clean), "size": list(clean[0].shape[:2][::-1]), "tasks": {}}
     lines = ["| task | steps | clean | input | " + " | ".join(f"{p} flicker / Y-PSNR" for p in NOISE_POLICIES) + " |",

@@ -75,7 +75,7 @@ def test_lowlight_streams_use_the_one_frame_model():
     assert not r.video_backend.temporal
 
 
-def test_the_shipped_base_denoise_model_is_the_cuda_default_and_restores_better_than_small():
+def test_the_shipped_base_denoise_model_is_the_cuda_default_and_restores():
     """engines/denoise-base: the GPU size, documented like the others, chosen on CUDA (and for CUDA
     streams, where no base video model is shipped), never on the CPU; it restores a frame of the sample
     scene (never seen in training; smooth, so the sizes tie there: 31.51 dB both)."""
