@@ -67,11 +67,10 @@ def choose_policy(rows: dict, tolerance_db: float = 0.1) -> str:
     return min(keep, key=lambda p: rows[p]["flicker"])
 
 
-def write_recommendation(task: str, per_steps: dict, clip: str, size: str = "small") -> None:
-    """Record the measured figures and the chosen default policy (1-step) in the shipped model card."""
+def write_recommendation(weights: Path, per_steps: dict, clip: str) -> None:
+    """Record the measured figures and the chosen default policy (1-step) in the shipped model card `weights`."""
     from streamrestore.model.checkpoint import read_card, write_card
 
-    weights = shipped_weights(task, size)
     card = read_card(weights)
     card["noise_policy"] = {"default": choose_policy(per_steps["1"]), "rule": "least flicker within 0.1 dB of the best "
                             "Y-PSNR, 1-step", "measured_on": clip, "figures": per_steps}
@@ -93,26 +92,25 @@ def main(argv=None) -> int:
     if not Path(args.clip).is_file():
         print(f"flicker.py: error: --clip {args.clip}: no such file; pass a clean video clip", file=sys.stderr)
         return 2
-    for task in args.tasks:
-        try:
-            shipped_weights(task, args.size)
-        except UserError as error:
-            print(f"flicker.py: error: --size {args.size}: {error}", file=sys.stderr)
-            return 2
+    try:
+        weights = {task: shipped_weights(task, args.size) for task in args.tasks}
+    except UserError as error:
+        print(f"flicker.py: error: --size {args.size}: {error}", file=sys.stderr)
+        return 2
     clean = read_clip(args.clip, args.frames, args.scale)
     results = {"clip": Path(args.clip).name, "frames": len(clean), "size": list(clean[0].shape[:2][::-1]), "tasks": {}}
     lines = ["| task | steps | clean | input | " + " | ".join(f"{p} flicker / Y-PSNR" for p in NOISE_POLICIES) + " |",
              "|---|---|---|---|" + "---|" * len(NOISE_POLICIES)]
     for task in args.tasks:
         for steps in args.steps:
-            rows = measure(task, clean, steps, NOISE_POLICIES, weights=str(shipped_weights(task, args.size)))
+            rows = measure(task, clean, steps, NOISE_POLICIES, weights=str(weights[task]))
             results["tasks"].setdefault(task, {})[str(steps)] = rows
             cells = " | ".join(f"{rows[p]['flicker']:.2f} / {rows[p]['psnr_y']:.2f}" for p in NOISE_POLICIES)
             lines.append(f"| {task} | {steps} | {rows['clean']['flicker']:.2f} | "
                          f"{rows['degraded input']['flicker']:.2f} / {rows['degraded input']['psnr_y']:.2f} | {cells} |")
             print(lines[-1], flush=True)
         if args.write_cards:
-            write_recommendation(task, results["tasks"][task], f"{results['clip']} ({len(clean)} frames)", args.size)
+            write_recommendation(weights[task], results["tasks"][task], f"{results['clip']} ({len(clean)} frames)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")

@@ -125,12 +125,12 @@ def rain_layers(rng) -> list[dict]:
     layers = []
     for _ in range(int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))):
         density = float(np.exp(rng.uniform(np.log(0.002), np.log(0.07))))
+        ceiling = haze_ceiling(density)
         layers.append(dict(density=density,
                            angle=angle + rng.normal(0, 6), length=int(rng.integers(6, 71)),
                            width=int(rng.choice([1, 1, 1, 2, 2, 3])), brightness=rng.uniform(0.2, 1.0),
                            blend=str(rng.choice(["screen", "screen", "add", "alpha"])),
-                           haze=rng.uniform(0.05, 1.0) * haze_ceiling(density)
-                           if rng.random() < 0.15 + 0.6 * haze_ceiling(density) / 0.35 else 0.0,
+                           haze=rng.uniform(0.05, 1.0) * ceiling if rng.random() < 0.15 + 0.6 * ceiling / 0.35 else 0.0,
                            splashes=float(np.exp(rng.uniform(np.log(5e-4), np.log(5e-3)))) if rng.random() < 0.3 else 0.0))
     return layers
 
