@@ -1,7 +1,10 @@
 """Temporal restoration on real clips: the one-frame model, the temporal model, recursive fusion and ffmpeg's filters.
 
     python benchmarks/temporal.py [--tasks denoise derain lowlight] [--clips A.avi B.mp4 ...] [--frames 60]
-        [--width 320] [--temporal-weights 'runs/{task}-temporal.safetensors'] [--out benchmarks/results]
+        [--width 320] [--temporal-weights 'runs/{task}-temporal.safetensors'] [--size base] [--out benchmarks/results]
+
+--size base puts the shipped `base` one-frame weights (the CUDA default) in the one-frame rows, beside the
+`small` video model, so a CUDA stream's choice between them is measured.
 
 Per task and clip (frames scaled to --width, aspect kept, even sizes), the clean frames are degraded
 with the task's evaluation recipe drawn fresh per frame (degradations.eval_clip, seeded), then
@@ -308,7 +311,7 @@ def build_restorers(task: str, args, data: dict):
 
     from streamrestore.tasks import shipped_weights
 
-    single = shipped_weights(task)
+    single = shipped_weights(task, args.size)
     one = Restorer(task, weights=str(single), temporal=False, backend=args.backend, device="cpu")
     path, how = temporal_weights(task, args.temporal_weights)
     info = {"one-frame": weights_facts(single)}
@@ -423,6 +426,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--tune-frames", type=_whole(2), default=30, help="frames of the sample clip for ffmpeg tuning (30)")
     p.add_argument("--temporal-weights", metavar="PATH",
                    help="temporal checkpoint; {task} in it is replaced by the task (default: the shipped one)")
+    p.add_argument("--size", default="small", choices=("small", "base"),
+                   help="which shipped one-frame weights (default: small; base: the CUDA default, run here on the CPU)")
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
     p.add_argument("--threads", type=_threads, default="auto",
                    help="CPU threads for torch, OpenCV and ffmpeg's filters; auto: as benchmarks/latency.py")
@@ -440,6 +445,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         found = [t for t in args.tasks if Path(args.temporal_weights.replace("{task}", t)).is_file()]
         if not found:  # with {task}, a task without a file only loses its temporal rows (said in one line)
             p.error(f"--temporal-weights {args.temporal_weights.replace('{task}', args.tasks[0])}: no such file")
+    from streamrestore.errors import UserError
+    from streamrestore.tasks import shipped_weights
+
+    try:
+        for task in args.tasks:
+            shipped_weights(task, args.size)
+    except UserError as error:
+        p.error(f"--size {args.size}: {error}")
     args.command = shlex.join(["python", "benchmarks/temporal.py", *argv])
     return args
 

@@ -137,6 +137,20 @@ def test_without_ffmpeg_one_line_and_the_other_rows(tmp_path, temporal_weights):
     assert "one-frame + fusion" in rows and not any(r.startswith("ffmpeg") for r in rows)
 
 
+def test_size_base_puts_the_base_weights_in_the_one_frame_rows(tmp_path, temporal_weights):
+    """--size base: the CUDA default's one-frame weights beside the video model, so a CUDA stream's
+    choice between them is measured on the same clips."""
+    python_only = tmp_path / "bin"
+    python_only.mkdir()
+    env = {**os.environ, "PATH": str(python_only)}  # no ffmpeg: only our rows, quicker
+    result = run_script(*tiny_args(tmp_path, temporal_weights, "base"), "--size", "base", env=env)
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "base" / "temporal.json").read_text())
+    assert data["weights"]["denoise"]["one-frame"]["path"] == "engines/denoise-base.safetensors"
+    rows = data["results"]["denoise"]["clip.mp4"]["rows"]
+    assert rows["one-frame model"]["psnr_y"] > rows["degraded input"]["psnr_y"] and "temporal + fusion" in rows
+
+
 @pytest.mark.parametrize("args, words", [
     (["--width", "63"], "--width: '63': use an even whole number, 16 or more"),
     (["--frames", "1"], "--frames: '1': use a whole number, 2 or more"),
@@ -144,6 +158,7 @@ def test_without_ffmpeg_one_line_and_the_other_rows(tmp_path, temporal_weights):
     (["--clips", "missing.mp4"], "--clips missing.mp4: no such file"),
     (["--temporal-weights", "missing.safetensors", "--tasks", "denoise"], "missing.safetensors: no such file"),
     (["--temporal-weights", "one.safetensors"], "put {task} in the path when running several tasks"),
+    (["--size", "base", "--tasks", "deblur"], "--size base: no shipped weights deblur-base.safetensors"),
 ])
 def test_bad_options_give_one_line_and_exit_2(bench, capsys, tmp_path, args, words):
     if "--clips" not in args:  # a clip that exists, so the option under test is the one refused
