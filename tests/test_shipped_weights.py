@@ -75,7 +75,7 @@ def test_lowlight_streams_use_the_one_frame_model():
     assert not r.video_backend.temporal
 
 
-BASE_TASKS = ("denoise",)  # the tasks with `base` weights shipped (README, "The model": why not the others yet)
+BASE_TASKS = ("denoise", "lowlight")  # the tasks with `base` weights shipped (README, "The model": why not the others yet)
 
 
 @pytest.mark.parametrize("task", BASE_TASKS)
