@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from streamrestore import Restorer
+from streamrestore.choices import SIZE_NAMES
 from streamrestore.errors import UserError
 from streamrestore.evaluation.metrics import psnr_y
 from streamrestore.model.sampler import NOISE_POLICIES
@@ -84,7 +85,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", nargs="+", type=int, default=[1, 2])
     p.add_argument("--frames", type=int, default=40)
     p.add_argument("--scale", type=float, default=0.5)
-    p.add_argument("--size", default="small", choices=("small", "base"), help="which shipped weights (default: small)")
+    p.add_argument("--size", default="small", choices=SIZE_NAMES, help="which shipped weights (default: small)")
     p.add_argument("--out", default="benchmarks/results/flicker")
     p.add_argument("--write-cards", action="store_true",
                    help="store the figures and the chosen default noise policy in each shipped model card")

@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 
 import _bench
+from streamrestore.choices import SIZE_NAMES
 from streamrestore.evaluation.metrics import psnr_y, rgb_to_y
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -309,9 +310,7 @@ def weights_facts(path: Path) -> dict:
 def build_restorers(task: str, args, data: dict):
     from streamrestore import Restorer
 
-    from streamrestore.tasks import shipped_weights
-
-    single = shipped_weights(task, args.size)
+    single = args.one_frame_weights[task]
     one = Restorer(task, weights=str(single), temporal=False, backend=args.backend, device="cpu")
     path, how = temporal_weights(task, args.temporal_weights)
     info = {"one-frame": weights_facts(single)}
@@ -426,7 +425,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--tune-frames", type=_whole(2), default=30, help="frames of the sample clip for ffmpeg tuning (30)")
     p.add_argument("--temporal-weights", metavar="PATH",
                    help="temporal checkpoint; {task} in it is replaced by the task (default: the shipped one)")
-    p.add_argument("--size", default="small", choices=("small", "base"),
+    p.add_argument("--size", default="small", choices=SIZE_NAMES,
                    help="which shipped one-frame weights (default: small; base: the CUDA default, run here on the CPU)")
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
     p.add_argument("--threads", type=_threads, default="auto",
@@ -448,9 +447,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     from streamrestore.errors import UserError
     from streamrestore.tasks import shipped_weights
 
-    try:
-        for task in args.tasks:
-            shipped_weights(task, args.size)
+    try:  # resolved once here: build_restorers takes each task's one-frame weights from this
+        args.one_frame_weights = {task: shipped_weights(task, args.size) for task in args.tasks}
     except UserError as error:
         p.error(f"--size {args.size}: {error}")
     args.command = shlex.join(["python", "benchmarks/temporal.py", *argv])
@@ -484,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(args.threads)
     av.logging.set_level(av.logging.PANIC)  # the clips' harmless decoder complaints
     data = {"command": args.command, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": _bench.machine(),
-            "versions": versions(), "settings": {k: v for k, v in vars(args).items() if k != "command"},
+            "versions": versions(),  # settings: the options as given (the resolved weights go under "weights")
+            "settings": {k: v for k, v in vars(args).items() if k not in ("command", "one_frame_weights")},
             "metrics": {"moving_levels": MOVING_LEVELS, "moving_dilate_px": MOVING_DILATE},
             "ffmpeg": ffmpeg_facts(), "weights": {}, "results": {}, "means": {}, "skipped": []}
     if not data["ffmpeg"]["available"]:
