@@ -1,7 +1,7 @@
 """The held-out photographs restored by the tools a user would try instead, next to streamrestore.
 
     python benchmarks/peers.py [--tasks denoise derain deblur lowlight] [--sigmas 15 25 50]
-        [--data ../shared/data/clean] [--max-side 512] [--out benchmarks/results]
+        [--data ../shared/data/clean] [--max-side 512] [--steps 1 2] [--out benchmarks/results]
 
 Per task, on the held-out split of --data (every 6th photograph by name, as `streamrestore eval
 --split heldout`), degraded by the task's evaluation recipe (denoise: Gaussian noise at each of
@@ -11,7 +11,7 @@ Per task, on the held-out split of --data (every 6th photograph by name, as `str
   - FFmpeg's `nlmeans` and `hqdn3d` (denoise, strengths set from the true sigma), `median`
     (derain), `unsharp` (deblur) and `eq` gamma/brightness (lowlight), at the fixed settings in
     FFMPEG and denoise_filters (not tuned per image), when the ffmpeg command is there;
-  - streamrestore's shipped IR-CM `small`, 1 step, on the CPU.
+  - streamrestore's shipped IR-CM `small` (and `base` where shipped) at each of --steps, on the CPU.
 Writes peers.json and peers.md into --out.
 """
 from __future__ import annotations
@@ -83,15 +83,16 @@ def score(method, pairs) -> dict:
             "ms_per_megapixel": round(ms / (pixels / 1e6), 1)}
 
 
-def methods_for(task: str, sigma: float | None) -> dict:
-    ours = Restorer(task, device="cpu", backend="torch")
-    methods = {"degraded input": lambda x: x, f"classical ({CLASSICAL[task].__name__})": CLASSICAL[task],
-               "streamrestore IR-CM small 1-step": lambda x: ours(x)}
-    try:  # the GPU size, where one is shipped for the task (the default on CUDA), run here on the CPU
-        base = Restorer(task, device="cpu", backend="torch", weights=str(shipped_weights(task, "base")))
-        methods["streamrestore IR-CM base 1-step"] = lambda x: base(x)
-    except UserError:
-        pass
+def methods_for(task: str, sigma: float | None, steps: list[int]) -> dict:
+    methods = {"degraded input": lambda x: x, f"classical ({CLASSICAL[task].__name__})": CLASSICAL[task]}
+    for size in ("small", "base"):
+        try:  # base: the GPU size, where one is shipped for the task (the default on CUDA), run here on the CPU
+            weights = str(shipped_weights(task, size))
+        except UserError:
+            continue
+        for n in steps:  # 2 steps and more: at the model card's second sampling time (benchmarks/step_times.py)
+            methods[f"streamrestore IR-CM {size} {n}-step"] = Restorer(task, steps=n, device="cpu", backend="torch",
+                                                                       weights=weights)
     if task == "denoise":
         try:
             import bm3d  # noqa: F401
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sigmas", nargs="+", type=float, default=[15, 25, 50], help="denoise sigmas, 8-bit levels")
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--max-side", type=int, default=512)
+    p.add_argument("--steps", nargs="+", type=int, default=[1, 2], help="streamrestore's sampling steps (rows)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = p.parse_args(argv)
     held = split_holdout(list_images(args.data), HOLDOUT_EVERY)[1]
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 pairs = [(eval_degrade_uint8(task, img, i), img) for i, img in enumerate(clean.values())]
             table[label] = {}
-            for name, method in methods_for(task, sigma).items():
+            for name, method in methods_for(task, sigma, args.steps).items():
                 table[label][name] = score(method, pairs)
                 print(f"{label:<18} {name:<36} {table[label][name]}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,8 @@ def _packages_of(extras: set[str]) -> set[str]:
 def test_readme_set_up_installs_pytest_and_matplotlib():
     setup = next(line for line in _first_bash_block().splitlines() if "pip install" in line)
     installed = _packages_of(_extras(setup))
-    assert {"pytest", "matplotlib"} <= installed, f"README set-up `{setup}` installs {sorted(installed)}"
+    # pytest-xdist: the test command's two workers (pyproject.toml addopts)
+    assert {"pytest", "pytest-xdist", "matplotlib"} <= installed, f"README set-up `{setup}` installs {sorted(installed)}"
 
 
 def test_readme_first_screen_keeps_install_run_and_test_commands():

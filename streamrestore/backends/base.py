@@ -67,8 +67,13 @@ class LoadedModel:
     @property
     def description(self) -> str:
         """What runs, as the run summary and the report say it."""
+        from streamrestore.model.sampler import sampling_times
+
         size = self.card.get("architecture", {}).get("size", "?")
-        return f"{self.task} {size} {self.card.get('kind', 'ir-cm')} {self.steps}-step, {self.noise} noise ({self.path.name})"
+        steps = f"{self.steps}-step"
+        if self.steps > 1:
+            steps += f" (t = {', '.join(map(str, sampling_times(self.model.schedule.T, self.steps, self.model.second_time)))})"
+        return f"{self.task} {size} {self.card.get('kind', 'ir-cm')} {steps}, {self.noise} noise ({self.path.name})"
 
 
 class BackendBase:

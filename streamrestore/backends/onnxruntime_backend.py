@@ -20,7 +20,7 @@ from streamrestore.backends import engine_cache
 from streamrestore.backends.base import BackendBase, BackendUnavailable, LoadedModel
 from streamrestore.backends.export import OPSET, OUTPUT, code_version, export_onnx, noise_shape
 from streamrestore.errors import UserError
-from streamrestore.model.sampler import NoisePolicy
+from streamrestore.model.sampler import NoisePolicy, sampling_times
 
 log = logging.getLogger(__name__)
 GPU_INSTALL = "pip uninstall -y onnxruntime && pip install onnxruntime-gpu"
@@ -62,6 +62,7 @@ def providers(device: str, fp16: bool, cache: Path) -> list:
 def cached_onnx(model, weights: Path, steps: int, fp16: bool) -> Path:
     """The dynamic-size ONNX graph of `model`, from the engine cache or exported now (checked on load)."""
     facts = {"artifact": "onnx", "weights": engine_cache.file_sha256(weights), "steps": steps,
+             "times": sampling_times(model.schedule.T, steps, model.second_time),
              "shapes": "dynamic", "precision": "fp16" if fp16 else "fp32", "opset": OPSET, "code": code_version(),
              "runtime": f"torch {torch.__version__} onnx {onnx.__version__}"}
     path, _, built = engine_cache.cached_artifact(

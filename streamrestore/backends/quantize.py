@@ -140,8 +140,8 @@ def cached_int8_onnx(model, weights: Path, steps: int, task: str, calibration: s
 
     if task not in calibration_tasks():
         raise UserError(f"--precision int8: task {task!r} has no degradation to calibrate on; use fp32")
+    files = calibration_files(calibration_folder(calibration))  # a bad folder is refused before any export
     source = cached_onnx(model, weights, steps, False)
-    files = calibration_files(calibration_folder(calibration))
     facts = {"artifact": "onnx-int8", "graph": engine_cache.file_sha256(source), "precision": "int8",
              "quantizer": f"onnxruntime {onnxruntime.__version__} static QDQ conv per-channel percentile {PERCENTILE}",
              "kept_float": KEPT_FLOAT,

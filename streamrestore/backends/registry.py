@@ -47,7 +47,7 @@ def create_backend(task: str, *, backend: str = "auto", device: str = "auto", st
                    noise: str | None = None, weights: str | None = None, fp16: bool | None = None,
                    temporal: bool = False, compile: bool = False, precision: str | None = None,
                    threads: int | None = None, calibration: str | None = None, tile: int | None = None,
-                   device_colour: bool | None = None) -> Backend:
+                   device_colour: bool | None = None, second_time: int | None = None) -> Backend:
     """Build the backend that restores frames of `task` (N,H,W,3 uint8 RGB -> same).
 
     temporal: without `weights`, load the task's shipped video model (streamrestore.runtime.temporal) where
@@ -61,6 +61,8 @@ def create_backend(task: str, *, backend: str = "auto", device: str = "auto", st
     memory stays bounded whatever the size; 0: never.
     device_colour: the torch backend takes I420 planes and converts colour where it runs (default: on CUDA;
     streamrestore.backends.torch_backend); the host converts otherwise, as for every other backend.
+    second_time: where steps after the first re-noise to (streamrestore.model.sampler.sampling_times;
+    default: the model card's `sampling.second_time`, else T/2).
     Task and step count are checked here, once, for every backend; the weights, their noise policy and
     description are loaded here, once (LoadedModel), and handed to each backend tried."""
     from streamrestore.tasks import check_task
@@ -74,7 +76,7 @@ def create_backend(task: str, *, backend: str = "auto", device: str = "auto", st
     check_precision(backend, precision, compile)
     from streamrestore.model.tiles import check_tile
 
-    kwargs = dict(loaded=_Loader(task, weights, steps, noise, temporal), fp16=fp16, precision=precision,
+    kwargs = dict(loaded=_Loader(task, weights, steps, noise, temporal, second_time), fp16=fp16, precision=precision,
                   threads=threads, calibration=calibration, tile=check_tile(tile), device_colour=device_colour)
     if compile:
         if backend not in ("auto", "torch"):
@@ -108,17 +110,20 @@ class _Loader:
     """The LoadedModel for a device, loaded on first use and kept: without --weights the shipped weights
     follow where the backend runs (streamrestore.tasks.default_weights: `base` on CUDA where shipped)."""
 
-    def __init__(self, task: str, weights: str | None, steps: int, noise: str | None, temporal: bool):
+    def __init__(self, task: str, weights: str | None, steps: int, noise: str | None, temporal: bool,
+                 second_time: int | None = None):
         self.task, self.weights, self.steps, self.noise, self.temporal = task, weights, steps, noise, temporal
+        self.second_time = second_time
         self._loaded: dict[Path, LoadedModel] = {}
 
     def __call__(self, device: str) -> LoadedModel:
-        from streamrestore.model.checkpoint import load_model, read_card, recommended_noise
+        from streamrestore.model.checkpoint import load_for_sampling, read_card, recommended_noise
         from streamrestore.tasks import default_weights
 
         path = Path(self.weights) if self.weights else default_weights(self.task, device, self.temporal)
         if path not in self._loaded:
-            self._loaded[path] = LoadedModel(self.task, path, load_model(path, "cpu"), self.steps,
+            model = load_for_sampling(path, self.steps, self.second_time)
+            self._loaded[path] = LoadedModel(self.task, path, model, self.steps,
                                              self.noise or recommended_noise(path), read_card(path))
         return self._loaded[path]
 

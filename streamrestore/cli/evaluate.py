@@ -21,6 +21,8 @@ def add_parser(subparsers, name: str) -> None:
                         help="folders of clean RGB photographs, degraded with the evaluation sampler")
     source.add_argument("--paired", help="folder with lq/ and gt/ subfolders of matching file names")
     p.add_argument("--steps", nargs="+", default=[1, 2], type=sampling_steps("--steps"))
+    p.add_argument("--second-time", type=positive_int("--second-time"),
+                   help="where steps after the first re-noise to, 1..99 (default: the model card's `sampling.second_time`, else 50)")
     p.add_argument("--weights", help="IR-CM checkpoint (default: the shipped one for --task)")
     p.add_argument("--baseline-weights", help="CNN-baseline checkpoint (default: the shipped one, when present)")
     p.add_argument("--split", default="all", type=choice("--split", ("all", "heldout")),
@@ -107,7 +109,7 @@ def main(args) -> int:
     for steps in args.steps:
         models[f"IR-CM {steps}-step{engine.replace(' )', ')')}"] = Restorer(
             args.task, steps=steps, device=args.device, weights=args.weights, noise=args.noise, backend=args.backend,
-            precision=args.precision, calibration=args.calibration_data)
+            precision=args.precision, calibration=args.calibration_data, second_time=args.second_time)
     rows = evaluate(args.task, pairs, models)
     if args.write_card:
         _write_card(args, [p.name for p in pairs], rows)
@@ -129,7 +131,7 @@ def _grid(args) -> int:
     if args.paired:
         raise UserError("--grid degrades clean photographs; give --data, not --paired")
     models = {f"IR-CM {steps}-step": Restorer(args.task, steps=steps, device=args.device, weights=args.weights,
-                                              noise=args.noise) for steps in args.steps}
+                                              noise=args.noise, second_time=args.second_time) for steps in args.steps}
     images = load_clean_images(args)
     table = family_grid(args.task, images, models, args.seed)
     if args.write_card:

@@ -79,7 +79,7 @@ def baked_noise(kind: str, steps: int, size: tuple[int, int], multiple: int):
 
 def main(args: argparse.Namespace) -> int:
     from streamrestore.backends.export import OPSET, export_onnx
-    from streamrestore.model.checkpoint import load_model
+    from streamrestore.model.checkpoint import load_for_sampling
 
     if check_task(args.task) == "passthrough":
         raise UserError("--task passthrough is the identity; there is no model to export")
@@ -99,7 +99,7 @@ def main(args: argparse.Namespace) -> int:
     writes = [Write("-o", args.output)] if not trt else [Write("-o", str(plan_path(output))),
                                                          Write("-o (its ONNX graph)", str(onnx_path))]
     check_writes(writes, weights_reads(str(weights)), overwrite=args.overwrite)
-    model = load_model(weights, "cpu")
+    model = load_for_sampling(weights, args.steps)  # the card's second sampling time, as the backends run it
     noise = baked_noise(args.noise, args.steps, size, model.network.pad_multiple) if size else None
     if args.precision == "int8":
         _export_int8(model, onnx_path, args, size, noise)

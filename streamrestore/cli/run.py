@@ -40,6 +40,8 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("-o", "--output", metavar="OUTPUT",
                    help="video file (.mp4, .mkv, ...), image file, folder (PNG), folder/*.jpg, or rtsp:// URL")
     p.add_argument("--steps", type=sampling_steps("--steps"), default=1, help="sampling steps (default 1)")
+    p.add_argument("--second-time", type=positive_int("--second-time"),
+                   help="where steps after the first re-noise to, 1..99 (default: the model card's `sampling.second_time`, else 50)")
     p.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--compile", action="store_true",
@@ -358,7 +360,8 @@ def _engine_options(args: argparse.Namespace) -> dict:
 
     args.thread_plan = plan(args.threads)
     args.thread_plan.apply()
-    return {"precision": args.precision, "threads": args.thread_plan.inference, "calibration": args.calibration_data}
+    return {"precision": args.precision, "threads": args.thread_plan.inference, "calibration": args.calibration_data,
+            "second_time": args.second_time}
 
 
 def _temporal(args: argparse.Namespace, video: bool) -> bool:

@@ -29,6 +29,8 @@ class ConsistencyModel(nn.Module):
     A temporal network also gets `previous`, the stream's previous restored frame (N, 3, H, W) in
     [0, 1], as condition channels after mu; without one (a stream's first frame, a still image, a
     reset) it gets mu itself, the convention it was trained with.
+    second_time: where multi-step sampling re-noises to after the first step (streamrestore.model.sampler.
+    sampling_times; None: T/2), set from the checkpoint's model card by the backends' loader.
     """
 
     def __init__(self, network: nn.Module, schedule: MeanRevertingSchedule, parametrisation: str = "origin"):
@@ -38,6 +40,7 @@ class ConsistencyModel(nn.Module):
         self.network = network
         self.schedule = schedule
         self.parametrisation = parametrisation
+        self.second_time: int | None = None
 
     @property
     def is_temporal(self) -> bool:

@@ -52,6 +52,6 @@ class RestoreFrames(nn.Module):
         h, w = frames.shape[1], frames.shape[2]
         mu = normalised(frames, noise[0])
         history = normalised(previous, noise[0]) if previous is not None and self.model.is_temporal else None
-        out = sample(self.model, self.model.schedule, mu, noise, previous=history)
+        out = sample(self.model, self.model.schedule, mu, noise, previous=history, second_time=self.model.second_time)
         out = out[:, :, :h, :w].clamp(0, 1).mul_(255).round_()
         return out.permute(0, 2, 3, 1).to(torch.uint8).contiguous()

@@ -10,18 +10,28 @@ from streamrestore.model.sde import MeanRevertingSchedule, marginal_std, mean_re
 
 
 
-def sampling_times(T: int, steps: int) -> list[int]:
-    """t_n of Algorithm 3: T, T/2, T/4, ... (integer halving), `steps` values, all >= 1."""
-    times, t = [], T
-    for _ in range(steps):
-        times.append(max(t, 1))
-        t //= 2
+def sampling_times(T: int, steps: int, second: int | None = None) -> list[int]:
+    """t_n of Algorithm 3, `steps` values, all >= 1: T, then `second` (default T/2), then integer halving.
+
+    The second time is the one a checkpoint's model card may set (`sampling.second_time`, chosen by
+    benchmarks/step_times.py): multistep consistency sampling takes its intermediate times as an input
+    (Song et al., "Consistency Models", ICML 2023, Algorithm 1: tau_1 > ... > tau_{N-1}).
+    """
+    if second is None:
+        second = max(T // 2, 1)
+    elif not 1 <= second < T:
+        raise ValueError(f"the second sampling time must be in 1..{T - 1}, not {second}")
+    times = [T] if steps > 0 else []
+    for _ in range(steps - 1):
+        times.append(max(second, 1))
+        second //= 2
     return times
 
 
-def useful_steps(T: int) -> int:
-    """How many steps of `sampling_times` visit a new t (T, T/2, ..., 1); any further step repeats t = 1."""
-    return len(set(sampling_times(T, T)))
+def useful_steps(T: int, second: int | None = None) -> int:
+    """How many steps of `sampling_times` visit a new t (T, second, second/2, ..., 1); any further step
+    repeats t = 1."""
+    return len(set(sampling_times(T, T, second)))
 
 
 def step_input(schedule: MeanRevertingSchedule, mu: torch.Tensor, x0: torch.Tensor | None, t: torch.Tensor,
@@ -34,8 +44,9 @@ def step_input(schedule: MeanRevertingSchedule, mu: torch.Tensor, x0: torch.Tens
 
 
 def sample(model, schedule: MeanRevertingSchedule, mu: torch.Tensor, noises,
-           previous: torch.Tensor | None = None) -> torch.Tensor:
-    """Algorithm 3 with M = len(noises) steps; noises[0] starts x_T, noises[i] re-noises before step i.
+           previous: torch.Tensor | None = None, second_time: int | None = None) -> torch.Tensor:
+    """Algorithm 3 with M = len(noises) steps at `sampling_times(schedule.T, M, second_time)`; noises[0]
+    starts x_T, noises[i] re-noises before step i.
 
     mu: (N, 3, H, W) in [0, 1]; noises: M tensors like mu (a list, or one (M, N, 3, H, W) tensor);
     previous: the stream's previous restored frame, same shape, for a temporal model (None: a first
@@ -45,7 +56,7 @@ def sample(model, schedule: MeanRevertingSchedule, mu: torch.Tensor, noises,
     if previous is not None:  # the model's own keyword; a one-frame model has none
         model = functools.partial(model, previous=previous)
     x0 = None
-    for i, t_n in enumerate(sampling_times(schedule.T, len(noises))):
+    for i, t_n in enumerate(sampling_times(schedule.T, len(noises), second_time)):
         t = torch.full((1,), t_n, dtype=torch.long, device=mu.device)
         x0 = model(step_input(schedule, mu, x0, t, noises[i]), mu, t)
     return x0

@@ -164,7 +164,7 @@ def restore_tiled(model, frames: torch.Tensor, noises: list[torch.Tensor | None]
     boxes = windows(hp, wp, -(-tile // multiple) * multiple, halo)
     out = torch.empty_like(frames)
     x0 = None
-    for i, (t_i, noise) in enumerate(zip(sampling_times(model.schedule.T, len(noises)), noises)):
+    for i, (t_i, noise) in enumerate(zip(sampling_times(model.schedule.T, len(noises), model.second_time), noises)):
         t = torch.full((n,), t_i, dtype=torch.long, device=frames.device)
         step = functools.partial(_origin_estimate, model, frames, previous, noise, x0, t)
         means = _whole_frame_means(model, step, boxes, hp, wp)
