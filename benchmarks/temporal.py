@@ -1,7 +1,8 @@
 """Temporal restoration on real clips: the one-frame model, the temporal model, recursive fusion and ffmpeg's filters.
 
     python benchmarks/temporal.py [--tasks denoise derain lowlight] [--clips A.avi B.mp4 ...] [--frames 60]
-        [--width 320] [--temporal-weights 'runs/{task}-temporal.safetensors'] [--size base] [--out benchmarks/results]
+        [--width 320] [--temporal-weights 'runs/{task}-temporal.safetensors'] [--size base] [--steps 2]
+        [--out benchmarks/results]
 
 --size base puts the shipped `base` one-frame weights (the CUDA default) in the one-frame rows, beside the
 `small` video model, so a CUDA stream's choice between them is measured.
@@ -311,7 +312,7 @@ def build_restorers(task: str, args, data: dict):
     from streamrestore import Restorer
 
     single = args.one_frame_weights[task]
-    one = Restorer(task, weights=str(single), temporal=False, backend=args.backend, device="cpu")
+    one = Restorer(task, weights=str(single), temporal=False, backend=args.backend, device="cpu", steps=args.steps)
     path, how = temporal_weights(task, args.temporal_weights)
     info = {"one-frame": weights_facts(single)}
     temporal = None
@@ -319,7 +320,7 @@ def build_restorers(task: str, args, data: dict):
         data["skipped"].append(how)
         note(how)
     else:
-        temporal = Restorer(task, weights=str(path), backend=args.backend, device="cpu")
+        temporal = Restorer(task, weights=str(path), backend=args.backend, device="cpu", steps=args.steps)
         info["temporal"] = {**weights_facts(path), "from": how}
         if not temporal.backend.temporal:
             message = f"{path} is a one-frame model; {task} temporal rows skipped"
@@ -427,6 +428,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="temporal checkpoint; {task} in it is replaced by the task (default: the shipped one)")
     p.add_argument("--size", default="small", choices=SIZE_NAMES,
                    help="which shipped one-frame weights (default: small; base: the CUDA default, run here on the CPU)")
+    p.add_argument("--steps", type=_whole(1), default=1,
+                   help="sampling steps of both models (1, the default run's; 2 and more at each card's second time)")
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
     p.add_argument("--threads", type=_threads, default="auto",
                    help="CPU threads for torch, OpenCV and ffmpeg's filters; auto: as benchmarks/latency.py")
@@ -435,6 +438,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--write-cards", action="store_true",
                    help="store each task's figures (means over the clips) in the model card of the temporal weights used")
     args = p.parse_args(argv)
+    if args.write_cards and args.steps != 1:
+        p.error(f"--write-cards with --steps {args.steps}: the cards hold the default run's figures (1 step)")
     for clip in args.clips:
         if not Path(clip).is_file():
             p.error(f"--clips {clip}: no such file; pass clean video clips")

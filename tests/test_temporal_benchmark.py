@@ -151,6 +151,22 @@ def test_size_base_puts_the_base_weights_in_the_one_frame_rows(tmp_path, tempora
     assert rows["one-frame model"]["psnr_y"] > rows["degraded input"]["psnr_y"] and "temporal + fusion" in rows
 
 
+def test_steps_runs_both_models_at_that_many_steps(tmp_path, temporal_weights):
+    """--steps 2: the one-frame and the video rows sample twice (the settings say so, the outputs change)."""
+    python_only = tmp_path / "bin"
+    python_only.mkdir()
+    env = {**os.environ, "PATH": str(python_only)}  # no ffmpeg: only our rows, quicker
+    rows = {}
+    for steps in ("1", "2"):
+        result = run_script(*tiny_args(tmp_path, temporal_weights, f"steps{steps}"), "--steps", steps, env=env)
+        assert result.returncode == 0, result.stderr
+        data = json.loads((tmp_path / f"steps{steps}" / "temporal.json").read_text())
+        assert data["settings"]["steps"] == int(steps)
+        rows[steps] = data["results"]["denoise"]["clip.mp4"]["rows"]
+    for row in ("one-frame model", "temporal model"):
+        assert rows["2"][row]["psnr_y"] != rows["1"][row]["psnr_y"], row
+
+
 @pytest.mark.parametrize("args, words", [
     (["--width", "63"], "--width: '63': use an even whole number, 16 or more"),
     (["--frames", "1"], "--frames: '1': use a whole number, 2 or more"),
@@ -159,6 +175,7 @@ def test_size_base_puts_the_base_weights_in_the_one_frame_rows(tmp_path, tempora
     (["--temporal-weights", "missing.safetensors", "--tasks", "denoise"], "missing.safetensors: no such file"),
     (["--temporal-weights", "one.safetensors"], "put {task} in the path when running several tasks"),
     (["--size", "base", "--tasks", "deblur"], "--size base: no shipped weights deblur-base.safetensors"),
+    (["--steps", "2", "--write-cards"], "--write-cards with --steps 2: the cards hold the default run's figures"),
 ])
 def test_bad_options_give_one_line_and_exit_2(bench, capsys, tmp_path, args, words):
     if "--clips" not in args:  # a clip that exists, so the option under test is the one refused
