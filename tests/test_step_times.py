@@ -113,3 +113,19 @@ def test_step_times_chooses_the_best_on_training_photographs_and_writes_the_card
     assert chosen["second_time"] == row["second_time"] == max((50, 10, 2), key=lambda t: row["two_step"][str(t)])
     assert chosen["psnr_y"]["two_step"] == row["two_step"]
     assert read_card(card_weights)["task"] == "denoise"  # the rest of the card kept
+
+
+def test_export_writes_a_graph_that_samples_at_the_cards_second_time(tmp_path, card_weights):
+    """`streamrestore export --steps 2`: the ONNX file a user deploys holds the card's times, as the backends do."""
+    import onnxruntime
+
+    proc = subprocess.run([*CLI, "export", "--task", "denoise", "--weights", str(card_weights), "--steps", "2",
+                           "-o", "g.onnx"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    frames = np.random.default_rng(4).integers(0, 256, (1, 40, 56, 3), dtype=np.uint8)
+    shape = noise_shape(2, 1, 40, 56, load_model(card_weights).network.pad_multiple)
+    noise = torch.stack(NoisePolicy("fixed", 0).draw_shaped(2, (shape[1], *shape[2:]), torch.device("cpu"))).numpy()
+    session = onnxruntime.InferenceSession(str(tmp_path / "g.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"frames": frames, "noise": noise})[0].astype(int)
+    assert np.abs(got - by_hand(card_weights, frames, 10)).max() <= 1
+    assert np.abs(got - by_hand(card_weights, frames, None)).mean() > 1
