@@ -120,6 +120,8 @@ def main(args) -> int:
     print(f"{'method':<34} {'Y-PSNR dB':>10} {'Y-SSIM':>8}")
     for name, r in rows.items():
         print(f"{name:<34} {r['psnr_y']:>10.2f} {r['ssim_y']:>8.4f}")
+    for name, model in models.items():  # what ran: weights, sampling times, noise policy
+        print(f"{name}: {model.backend.model}")
     return 0
 
 
