@@ -1,7 +1,16 @@
-"""What benchmarks/latency.py writes: the Markdown tables and the PNG plot, from its JSON dict."""
+"""What benchmarks/latency.py writes: the Markdown tables and the PNG plot, from its JSON dict; and the
+JSON + Markdown pair the smaller benchmarks (flicker.py, step_times.py) write."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+
+def write_table(out: Path, data: dict, lines: list[str]) -> None:
+    """`out`.json (every figure) and `out`.md (the table's lines), making the folder if needed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
 def _ms(figures: dict, key: str) -> str:

@@ -15,7 +15,6 @@ For each task and noise policy (fixed, fresh, zero) and step count, the clean cl
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import av
 import cv2
 import numpy as np
 
+from _output import write_table
 from streamrestore import Restorer
 from streamrestore.choices import SIZE_NAMES
 from streamrestore.errors import UserError
@@ -112,10 +112,7 @@ def main(argv=None) -> int:
             print(lines[-1], flush=True)
         if args.write_cards:
             write_recommendation(weights[task], results["tasks"][task], f"{results['clip']} ({len(clean)} frames)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_table(Path(args.out), results, lines)
     return 0
 
 

@@ -15,13 +15,13 @@ on the photographs as a stream's first frame.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 
+from _output import write_table
 from streamrestore import Restorer
 from streamrestore.choices import HOLDOUT_EVERY, SIZE_NAMES
 from streamrestore.errors import UserError
@@ -116,10 +116,7 @@ def main(argv=None) -> int:
         print(lines[-1], flush=True)
         if args.write_cards:
             write_choice(weights, row, sorted(images), command)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_table(Path(args.out), results, lines)
     return 0
 
 
