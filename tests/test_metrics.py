@@ -243,10 +243,15 @@ def test_rtsp_feeds_reconnects_equal_the_reports(rtsp_server_factory, tmp_path):
     (tmp_path / "s.yaml").write_text("streams:\n" + "\n".join(lines) + "\n")
     reports = [tmp_path / f"cam{i}.json" for i in range(2)]
     run = _Run("--streams", tmp_path / "s.yaml", "--task", "passthrough", "--profile", "surveillance",
-               "--duration", "6", "--stall-timeout", "1", "--reconnect", "forever", "--quiet", reports=reports)
+               "--duration", "8", "--stall-timeout", "1", "--reconnect", "forever", "--quiet", reports=reports)
 
     def restart():
-        time.sleep(2.0)
+        # once cam1 is being written, not at a fixed time: on a busy machine (the other test worker) the run
+        # had not connected 2 s after its start, and a restart before the first connection is no reconnect
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not list(tmp_path.glob(".cam1.partial-*")):
+            time.sleep(0.05)
+        time.sleep(0.5)
         servers[1].stop()
         time.sleep(0.5)
         servers[1].start()

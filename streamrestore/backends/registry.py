@@ -108,7 +108,8 @@ def _large_frames_on_torch(built: Backend, kwargs: dict) -> Backend:
 
 class _Loader:
     """The LoadedModel for a device, loaded on first use and kept: without --weights the shipped weights
-    follow where the backend runs (streamrestore.tasks.default_weights: `base` on CUDA where shipped)."""
+    follow where the backend runs (streamrestore.tasks.default_weights: `base` on CUDA where it restores
+    better, streamrestore.tasks.BASE_ON_CUDA)."""
 
     def __init__(self, task: str, weights: str | None, steps: int, noise: str | None, temporal: bool,
                  second_time: int | None = None):
