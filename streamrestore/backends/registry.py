@@ -123,9 +123,10 @@ class _Loader:
 
         path = Path(self.weights) if self.weights else default_weights(self.task, device, self.temporal)
         if path not in self._loaded:
-            model = load_for_sampling(path, self.steps, self.second_time)
+            card = read_card(path)
+            model = load_for_sampling(path, self.steps, self.second_time, card)
             self._loaded[path] = LoadedModel(self.task, path, model, self.steps,
-                                             self.noise or recommended_noise(path), read_card(path))
+                                             self.noise or recommended_noise(card), card)
         return self._loaded[path]
 
 

@@ -61,33 +61,30 @@ def read_card(path: str | Path) -> dict:
     return json.loads(p.read_text()) if p.is_file() else {}
 
 
-def recommended_noise(path: str | Path) -> str:
-    """The noise policy the model card recommends (measured by benchmarks/flicker.py); else "zero" for a
+def recommended_noise(card: dict) -> str:
+    """The noise policy a model card recommends (measured by benchmarks/flicker.py); else "zero" for a
     CNN-baseline (trained on x_T = LQ, i.e. no noise) and "fixed" for IR-CM."""
-    card = read_card(path)
     return card.get("noise_policy", {}).get("default", "zero" if card.get("kind") == "cnn-baseline" else "fixed")
 
 
-def recommended_second_time(path: str | Path) -> int | None:
-    """The second sampling time the model card sets (`sampling.second_time`, chosen by
-    benchmarks/step_times.py on training photographs); None (T/2) where it sets none."""
-    return read_card(path).get("sampling", {}).get("second_time")
-
-
-def load_for_sampling(path: str | Path, steps: int, second_time: int | None = None) -> ConsistencyModel:
-    """load_model on the CPU, its `second_time` set to `second_time` (--second-time), else the card's, else
-    None (T/2). UserError unless it lies in 1..T-1 and each of `steps` steps visits a new time
-    (streamrestore.model.sampler.sampling_times)."""
+def load_for_sampling(path: str | Path, steps: int, second_time: int | None = None,
+                      card: dict | None = None) -> ConsistencyModel:
+    """load_model on the CPU, its `second_time` set to `second_time` (--second-time), else the model card's
+    `sampling.second_time` (chosen by benchmarks/step_times.py on training photographs), else None (T/2).
+    UserError unless it lies in 1..T-1 and each of `steps` steps visits a new time
+    (streamrestore.model.sampler.sampling_times). card: the model card, when the caller has read it."""
     from streamrestore.model.sampler import sampling_times, useful_steps
 
     path = Path(path)
     model = load_model(path, "cpu")
     T = model.schedule.T
     if second_time is None:
-        second_time = recommended_second_time(path)
-    if second_time is not None and not 1 <= second_time < T:
-        raise UserError(f"--second-time {second_time}: must be between 1 and {T - 1} (T = {T} for {path.name})")
-    useful = useful_steps(T, second_time)
+        second_time = (read_card(path) if card is None else card).get("sampling", {}).get("second_time")
+    try:
+        useful = useful_steps(T, second_time)
+    except ValueError:
+        raise UserError(f"--second-time {second_time}: must be between 1 and {T - 1} "
+                        f"(T = {T} for {path.name})") from None
     if steps > useful:
         times = ", ".join(map(str, sampling_times(T, useful, second_time)))
         raise UserError(f"--steps {steps}: {path.name} samples at t = {times}; at most {useful} steps are useful "
