@@ -116,12 +116,19 @@ def test_eval_grid_reports_each_family_of_the_task(tmp_path, capsys, task):
     cv2.imwrite(str(folder / "p.png"), cv2.cvtColor(photo(64, 96), cv2.COLOR_RGB2BGR))
     assert main(["eval", "--task", task, "--data", str(folder), "--grid", "--steps", "1", "--json"]) == 0
     grid = json.loads(capsys.readouterr().out)["grid"]
-    assert list(grid) == [*FAMILIES[task], "mean"]
+    assert list(grid) == [*FAMILIES[task], "mean", "clear"]
     for family in FAMILIES[task]:
         rows = grid[family]
         assert rows["degraded input"]["gain_db"] == 0
         assert rows["IR-CM 1-step"]["psnr_y"] - rows["degraded input"]["psnr_y"] == pytest.approx(
             rows["IR-CM 1-step"]["gain_db"], abs=0.011)
+    # the clear row: the shipped model on the clean photograph itself, scored against it
+    from streamrestore.evaluation.metrics import psnr_y
+    from streamrestore.restorer import Restorer
+
+    clean = photo(64, 96)
+    assert grid["clear"]["IR-CM 1-step"]["psnr_y"] == pytest.approx(psnr_y(Restorer(task)(clean), clean), abs=0.006)
+    assert grid["clear"]["degraded input"]["psnr_y"] is None and grid["clear"]["IR-CM 1-step"]["gain_db"] is None
 
 
 def test_training_exposures_run_from_dusk_to_deep_night():

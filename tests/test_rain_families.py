@@ -91,10 +91,10 @@ def test_eval_grid_reports_every_family_and_the_mean(tmp_path, capsys):
         cv2.imwrite(str(folder / f"p{i}.png"), scene(i, 64, 96))
     assert main(["eval", "--task", "derain", "--data", str(folder), "--grid", "--steps", "1", "--json"]) == 0
     grid = json.loads(capsys.readouterr().out)["grid"]
-    assert list(grid) == [*RAIN_FAMILIES, "mean"]
+    assert list(grid) == [*RAIN_FAMILIES, "mean", "clear"]
     for family, rows in grid.items():
         assert list(rows) == ["degraded input", "classical (median_derain)", "IR-CM 1-step"]
-        assert rows["degraded input"]["gain_db"] == 0
+        assert rows["degraded input"]["gain_db"] == (None if family == "clear" else 0)
         assert 5 < rows["IR-CM 1-step"]["psnr_y"] < 60
     mean = np.mean([grid[f]["IR-CM 1-step"]["gain_db"] for f in RAIN_FAMILIES])
     assert grid["mean"]["IR-CM 1-step"]["gain_db"] == pytest.approx(mean, abs=0.01)

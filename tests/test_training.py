@@ -214,3 +214,35 @@ def test_temporal_training_from_a_one_frame_checkpoint(tmp_path):
     assert load_model(tmp_path / "temporal.safetensors").is_temporal
     curve = [loss for _, _, loss in card["training"]["loss_curve"]]
     assert curve[-1] < curve[0]
+
+
+def _photographs(folder, count=2):
+    import cv2
+
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(count):
+        cv2.imwrite(str(folder / f"p{i}.png"), rng.integers(0, 256, (80, 96, 3), dtype=np.uint8))
+    return sorted(folder.iterdir())
+
+
+@pytest.mark.parametrize("task", ["derain", "denoise"])
+def test_clear_share_leaves_that_share_of_training_draws_undegraded(tmp_path, task):
+    """`--clear-share`: the share of patches (and of whole clips) that reach the model clean, so it learns to
+    leave a frame with nothing to restore as it is; derain keeps its 0.15 by default, the others none."""
+    from streamrestore.training.data import SyntheticClips, SyntheticPairs
+
+    files = _photographs(tmp_path / "photos")
+
+    def clear_share(pairs, draws=400):
+        lq, hq = pairs.batch(draws)
+        return float((lq - hq).abs().flatten(1).amax(1).eq(0).float().mean())
+
+    assert clear_share(SyntheticPairs(files, task, 32, seed=1, clear_share=1.0)) == 1.0
+    assert clear_share(SyntheticPairs(files, task, 32, seed=1, clear_share=0.0)) == 0.0
+    assert abs(clear_share(SyntheticPairs(files, task, 32, seed=1, clear_share=0.4)) - 0.4) < 0.08
+    default = clear_share(SyntheticPairs(files, task, 32, seed=1))
+    assert abs(default - 0.15) < 0.06 if task == "derain" else default == 0.0
+    clips = SyntheticClips(files, task, 32, frames=3, seed=1, clear_share=0.5)
+    kept = [np.array_equal(*clips.clip()) for _ in range(60)]
+    assert 0.3 < np.mean(kept) < 0.7

@@ -44,7 +44,8 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--grid", action="store_true",
                    help="one row per kind of degradation and their mean (streamrestore.tasks.degradations.FAMILIES): "
                         "derain drizzle ... downpour, slanted, long, faint, opaque, splashes, night; denoise sigma "
-                        "5-50, shot, chroma, jpeg; deblur lines and shaken kernels of 5-25 px; lowlight dusk ... dark")
+                        "5-50, shot, chroma, jpeg; deblur lines and shaken kernels of 5-25 px; lowlight dusk ... dark; "
+                        "then a clear row: each method on the clean photographs themselves")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.add_argument("--write-card", action="store_true", help="store the table in the IR-CM weights' model card")
     p.set_defaults(handler=main)
@@ -142,9 +143,12 @@ def _grid(args) -> int:
         print(json.dumps({"task": args.task, "split": args.split, "grid": table}, indent=2))
         return 0
     names = list(next(iter(table.values())))
-    print(f"{args.task} grid: {args.split} images of {' '.join(args.data)}; Y-PSNR dB (gain over the input)")
+    print(f"{args.task} grid: {args.split} images of {' '.join(args.data)}; Y-PSNR dB (gain over the input); "
+          "clear: each method on the clean photographs, scored against them")
     print(f"{'family':<10}" + "".join(f"{n.split(' (')[0]:>22}" for n in names))
     for family, row in table.items():
-        cells = [f"{r['psnr_y']:.2f}" + ("" if n == "degraded input" else f" ({r['gain_db']:+.2f})") for n, r in row.items()]
+        cells = ["clean" if r["psnr_y"] is None else f"{r['psnr_y']:.2f}" +
+                 ("" if r["gain_db"] is None or n == "degraded input" else f" ({r['gain_db']:+.2f})")
+                 for n, r in row.items()]
         print(f"{family:<10}" + "".join(f"{c:>22}" for c in cells))
     return 0

@@ -49,6 +49,9 @@ def add_parser(subparsers, name: str) -> None:
                    help="stationary noise std of the mean-reverting SDE in 8-bit levels (IR-SDE's lambda, 10 there): "
                         "x_T = LQ + this noise is what the network learns from at t = T; a smaller one keeps more of "
                         "the LQ's detail (deblur); stored with the weights")
+    p.add_argument("--clear-share", default=TrainConfig.clear_share, type=fraction("--clear-share"),
+                   help="share of the synthetic training draws (patches, or whole clips) left undegraded, so the "
+                        "model learns to leave a clean frame as it is (default: 0.15 for derain, 0 for the others)")
     p.add_argument("--seed", default=TrainConfig.seed, type=int)
     p.add_argument("--holdout-every", default=HOLDOUT_EVERY, type=positive_int("--holdout-every", minimum=0),
                    help="hold out every N-th image of --data (sorted by name) for eval; 0 holds none out")
@@ -112,9 +115,10 @@ def main(args) -> int:
     if args.data:
         files, held = split_folders(args.data, args.holdout_every)
         if args.clip_frames:
-            pairs = SyntheticClips(files, args.task, args.patch, args.clip_frames, args.seed)
+            pairs = SyntheticClips(files, args.task, args.patch, args.clip_frames, args.seed,
+                                   clear_share=args.clear_share)
         else:
-            pairs = SyntheticPairs(files, args.task, args.patch, args.seed)
+            pairs = SyntheticPairs(files, args.task, args.patch, args.seed, clear_share=args.clear_share)
         data = {"kind": "synthetic degradations of clean photographs", "folder": ", ".join(args.data),
                 "images": [f.name for f in files], "held_out": [f.name for f in held],
                 "degradation": f"streamrestore.tasks.degradations.TRAIN_SAMPLERS[{args.task!r}]"}
@@ -125,6 +129,8 @@ def main(args) -> int:
                                     "clip, noise fresh per frame)")
     elif args.clip_frames:
         raise UserError("--clip-frames needs --data (pseudo-clips are made from clean photographs)")
+    elif args.clear_share is not None:
+        raise UserError("--clear-share needs --data (a paired folder's lq/ images are what they are)")
     else:
         pair_list = paired_files(args.paired)
         pairs = PairedPatches(pair_list, args.patch, args.seed)
@@ -134,7 +140,8 @@ def main(args) -> int:
                          batch=args.batch, patch=args.patch, lr=args.lr, seed=args.seed, device=args.device,
                          sampling_time_fraction=args.sampling_time_fraction, two_step_weight=args.two_step_weight,
                          perceptual_weights=args.perceptual_weights, clip_frames=args.clip_frames,
-                         sde_lambda=args.sde_lambda, lambda_og=args.origin_weight)
+                         sde_lambda=args.sde_lambda, lambda_og=args.origin_weight,
+                         clear_share=pairs.clear_share if args.data else None)
     card = {"date": datetime.date.today().isoformat(), "data": data,
             "kind": "cnn-baseline" if args.stage == "baseline" else "ir-cm"}
     train(config, pairs, out, resume=args.resume, card=card, progress=not args.quiet and sys.stderr.isatty(),

@@ -55,7 +55,9 @@ def evaluate(task: str, pairs: list[EvalPair], models: dict) -> dict:
 
 def family_grid(task: str, images: dict[str, np.ndarray], models: dict, seed: int) -> dict:
     """{family: {method: {psnr_y, ssim_y, gain_db}}} over the task's FAMILIES (streamrestore.tasks.degradations), then
-    a "mean" row; each image gets its own seed per family."""
+    a "mean" row; each image gets its own seed per family. Last, a "clear" row (not in the mean): each method on
+    the clean photographs themselves, scored against them, i.e. what it does to a frame with nothing to restore
+    (the input's own score is infinite, so its psnr_y and every gain_db there are None)."""
     table = {}
     for f, family in enumerate(FAMILIES[task]):
         pairs = []
@@ -69,4 +71,7 @@ def family_grid(task: str, images: dict[str, np.ndarray], models: dict, seed: in
     methods = table[next(iter(table))]
     table["mean"] = {m: {k: round(float(np.mean([table[f][m][k] for f in FAMILIES[task]])), 3)
                          for k in ("psnr_y", "ssim_y", "gain_db")} for m in methods}
+    clear = evaluate(task, [EvalPair(name, clean, clean) for name, clean in sorted(images.items())], models)
+    clear["degraded input"]["psnr_y"] = None
+    table["clear"] = {m: {**row, "gain_db": None} for m, row in clear.items()}
     return table

@@ -29,4 +29,5 @@ class TrainConfig:
     perceptual_weights: str | None = None
     clip_frames: int = 0  # > 0: temporal training on pseudo-clips of this many frames (recurrent model)
     sde_lambda: float = 10.0  # stationary std of the mean-reverting SDE in 8-bit levels (IR-SDE's lambda; 10 there)
+    clear_share: float | None = None  # share of draws left undegraded (None: the task's degradations.CLEAR_SHARE)
     history_lr_scale: float = 10.0  # the history convolution learns this much faster (and without decay)

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from streamrestore.io.images import read_rgb8
-from streamrestore.tasks.degradations import CLIP_SAMPLERS, SCENE_SAMPLERS, TRAIN_SAMPLERS
+from streamrestore.tasks.degradations import CLEAR_SHARE, CLIP_SAMPLERS, SCENE_SAMPLERS, TRAIN_SAMPLERS
 
 MARGIN = 16  # degrade a larger crop, then cut the border, so blur kernels see real neighbours
 
@@ -29,14 +29,21 @@ def to_tensor(batch: list[np.ndarray]) -> torch.Tensor:
 
 
 class SyntheticPairs:
-    """(lq, hq) batches: clean patches at a random scale (0.35-1.0), degraded by the task's train sampler."""
+    """(lq, hq) batches: clean patches at a random scale (0.35-1.0), degraded by the task's train sampler;
+    `clear_share` of them left as they are (None: the task's CLEAR_SHARE), so the model learns to keep a
+    clean frame untouched."""
 
-    def __init__(self, files, task: str, patch: int, seed: int = 0):
+    def __init__(self, files, task: str, patch: int, seed: int = 0, clear_share: float | None = None):
         self.images = [read_rgb8(f) for f in files]
         self.degrade = TRAIN_SAMPLERS[task]
         self.scene = SCENE_SAMPLERS.get(task, lambda image, rng: image)
         self.patch = patch
+        self.clear_share = CLEAR_SHARE.get(task, 0.0) if clear_share is None else clear_share
         self.rng = np.random.default_rng(seed)
+
+    def left_clear(self) -> bool:
+        """Whether the next draw stays undegraded (no generator draw at all when the share is 0)."""
+        return self.clear_share > 0 and self.rng.random() < self.clear_share
 
     def _clean_patch(self) -> np.ndarray:
         image = self.images[int(self.rng.integers(len(self.images)))]
@@ -52,7 +59,7 @@ class SyntheticPairs:
         lq, hq = [], []
         for _ in range(size):
             clean = self._clean_patch()
-            degraded = self.degrade(clean, self.rng)
+            degraded = clean if self.left_clear() else self.degrade(clean, self.rng)
             cut = slice(MARGIN, MARGIN + self.patch)
             lq.append(degraded[cut, cut])
             hq.append(clean[cut, cut])
@@ -90,10 +97,11 @@ class SyntheticClips(SyntheticPairs):
     """(lq, hq) pseudo-clips of shape (K, N, 3, P, P): a clean photograph seen by a moving (or, for a
     share of clips, static) camera, with 0-2 objects cut from other photographs moving on their own
     paths; the task's clip sampler keeps the degradation's parameters over the clip while its noise,
-    rain streaks and grain are drawn fresh every frame."""
+    rain streaks and grain are drawn fresh every frame; `clear_share` of the clips are left clean."""
 
-    def __init__(self, files, task: str, patch: int, frames: int, seed: int = 0, static_share: float = 0.4):
-        super().__init__(files, task, patch, seed)
+    def __init__(self, files, task: str, patch: int, frames: int, seed: int = 0, static_share: float = 0.4,
+                 clear_share: float | None = None):
+        super().__init__(files, task, patch, seed, clear_share)
         self.frames, self.static_share = frames, static_share
         self.clip_degrade = CLIP_SAMPLERS[task]
 
@@ -115,7 +123,7 @@ class SyntheticClips(SyntheticPairs):
         for _ in range(int(self.rng.integers(0, 3))):
             start, velocity = self.rng.uniform(0, side, 2), self.rng.normal(0, 4.0, 2)
             objects.append((*self._sprite(), start, velocity))
-        degrade = self.clip_degrade(self.rng)
+        degrade = (lambda image, rng: image) if self.left_clear() else self.clip_degrade(self.rng)
         cut = slice(MARGIN, MARGIN + self.patch)
         lq, hq = [], []
         for k, m in enumerate(maps):
