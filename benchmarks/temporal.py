@@ -17,6 +17,9 @@ settings tuned on the built-in sample clip (never on a scored clip). Figures per
 - moving Y-PSNR: over the pixels where the clean frame's Y differs from the previous clean frame's
   by more than MOVING_LEVELS, dilated by MOVING_DILATE px (all such pixels of the clip pooled), so
   ghosting and lag show;
+- the row "default stream, clean clip in": the default stream's rows (temporal + fusion, or one-frame +
+  fusion with no temporal model) run on the clean clip itself and scored against it, i.e. what the
+  model does to footage with nothing to restore;
 - flicker: mean |Y_k - Y_(k-1)| over pixels and consecutive frames, 8-bit levels, next to the
   clean clip's own (the motion really there);
 - FPS on already-decoded frames: our rows time the loop (fusion rows: model + fusion); ffmpeg
@@ -51,8 +54,9 @@ CLIPS = [DATA / "vtest.avi", DATA / "video" / "box.mp4", DATA / "video" / "cup.m
 TASKS = ("denoise", "derain", "lowlight")
 MOVING_LEVELS, MOVING_DILATE = 6.0, 2
 FFMPEG_ROWS = ("ffmpeg atadenoise", "ffmpeg hqdn3d", "ffmpeg nlmeans")
+CLEAR_ROW = "default stream, clean clip in"
 ROWS = ("clean clip", "degraded input", "one-frame model", "temporal model", "one-frame + fusion",
-        "temporal + fusion", "fusion + one-frame", *FFMPEG_ROWS)
+        "temporal + fusion", "fusion + one-frame", CLEAR_ROW, *FFMPEG_ROWS)
 PICTURE_ROWS = ("clean clip", "degraded input", "one-frame model", "one-frame + fusion", "temporal + fusion")
 
 
@@ -208,6 +212,18 @@ def run_input_fusion(restorer, degraded: list[np.ndarray], seconds: list[float])
     return out, took + time.perf_counter() - start, resets
 
 
+def run_default_stream(one, temporal, frames: list[np.ndarray], seconds: list[float]):
+    """What a stream runs by default (the temporal model where one is shipped, else the one-frame model, then the
+    fusion) given `frames` as they are: on the clean clip, it shows what restoring does to footage with
+    nothing to restore (a camera where the rain has stopped)."""
+    if temporal is None:
+        restored, took = run_one_frame(one, frames)
+    else:
+        restored, took, _ = run_temporal(temporal, frames, seconds)
+    fused, seconds_fusing, resets = run_fusion(restored, frames, seconds)
+    return fused, took + seconds_fusing, resets
+
+
 def run_ffmpeg(filter_: str, frames: list[np.ndarray], threads: int) -> tuple[list[np.ndarray], float]:
     """`frames` through `ffmpeg -vf format=yuv444p,FILTER` as rawvideo rgb24 on pipes; (out, process seconds)."""
     h, w = frames[0].shape[:2]
@@ -350,6 +366,7 @@ def measure_clip(task: str, clip: dict, index: int, restorers, tuned: dict, args
         fusion_ms["temporal + fusion"] = round(seconds / len(clean) * 1e3, 2)
     outputs["fusion + one-frame"], timing["fusion + one-frame"], resets["fusion + one-frame"] = run_input_fusion(
         one, degraded, clip["seconds"])
+    outputs[CLEAR_ROW], timing[CLEAR_ROW], resets[CLEAR_ROW] = run_default_stream(one, temporal, clean, clip["seconds"])
     for row, found in tuned.items():
         outputs[row], timing[row] = run_ffmpeg(found["chosen"], degraded, args.threads)
     rows = {row: score(out, clean, masks, timing.get(row)) for row, out in outputs.items()}

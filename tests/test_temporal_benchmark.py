@@ -109,10 +109,13 @@ def test_tiny_run_writes_json_markdown_and_picture(tmp_path, temporal_weights):
     assert clip["size"] == [64, 48] and clip["frames"] == 3
     assert set(clip["rows"]) == set(data["means"]["denoise"]) == set(
         ("clean clip", "degraded input", "one-frame model", "temporal model", "one-frame + fusion",
-         "temporal + fusion", "fusion + one-frame", "ffmpeg atadenoise", "ffmpeg hqdn3d", "ffmpeg nlmeans"))
+         "temporal + fusion", "fusion + one-frame", "default stream, clean clip in", "ffmpeg atadenoise",
+         "ffmpeg hqdn3d", "ffmpeg nlmeans"))
     assert all(len(row["flicker_series"]) == 2 for row in clip["rows"].values())
     assert clip["resets"]["temporal model"] == {}  # a clip with no cut or gap keeps its state
     assert clip["rows"]["one-frame + fusion"]["fps"] > 0 and clip["rows"]["ffmpeg hqdn3d"]["fps"] > 0
+    clear = clip["rows"]["default stream, clean clip in"]  # the clean clip through the default stream, scored
+    assert 5 < clear["psnr_y"] < 100 and clear["fps"] > 0 and clip["resets"]["default stream, clean clip in"] == {}
     tuned = data["ffmpeg"]["tuning"]["denoise"]["ffmpeg hqdn3d"]
     assert tuned["chosen"] in [g["setting"] for g in tuned["grid"]] and len(tuned["grid"]) > 1
     table = (out / "temporal.md").read_text()
