@@ -6,7 +6,7 @@ from pathlib import Path
 
 from streamrestore.backends.registry import BACKEND_NAMES, PRECISION_NAMES
 from streamrestore.choices import DEVICES, HOLDOUT_EVERY, NOISE_POLICIES, TASKS
-from streamrestore.cli.options import choice, positive_int, sampling_steps
+from streamrestore.cli.options import add_second_time, choice, positive_int, sampling_steps
 from streamrestore.errors import UserError
 
 
@@ -21,8 +21,7 @@ def add_parser(subparsers, name: str) -> None:
                         help="folders of clean RGB photographs, degraded with the evaluation sampler")
     source.add_argument("--paired", help="folder with lq/ and gt/ subfolders of matching file names")
     p.add_argument("--steps", nargs="+", default=[1, 2], type=sampling_steps("--steps"))
-    p.add_argument("--second-time", type=positive_int("--second-time"),
-                   help="where steps after the first re-noise to, 1..99 (default: the model card's `sampling.second_time`, else 50)")
+    add_second_time(p)
     p.add_argument("--weights", help="IR-CM checkpoint (default: the shipped one for --task)")
     p.add_argument("--baseline-weights", help="CNN-baseline checkpoint (default: the shipped one, when present)")
     p.add_argument("--split", default="all", type=choice("--split", ("all", "heldout")),

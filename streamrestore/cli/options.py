@@ -90,3 +90,12 @@ def sampling_steps(option: str):
         return value
 
     return parse
+
+
+def add_second_time(parser: argparse.ArgumentParser) -> None:
+    """`--second-time`, shared by `run` and `eval`: where Algorithm 3's steps after the first re-noise to
+    (streamrestore.model.sampler.sampling_times); its range is checked where the weights load
+    (streamrestore.model.checkpoint.load_for_sampling)."""
+    parser.add_argument("--second-time", type=positive_int("--second-time"),
+                        help="where steps after the first re-noise to, 1..99 (default: the model card's "
+                             "`sampling.second_time`, else 50)")

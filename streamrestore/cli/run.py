@@ -22,7 +22,7 @@ from streamrestore.io import is_live, open_sink, open_source
 from streamrestore.io.encoding import ALL_TUNES, PRESETS
 from streamrestore.io.images import is_image_path
 from streamrestore.io.video import default_codec
-from streamrestore.cli.options import choice, positive_float, positive_int, sampling_steps
+from streamrestore.cli.options import add_second_time, choice, positive_float, positive_int, sampling_steps
 from streamrestore.io.outputs import Read, Write, check_writes, weights_reads
 from streamrestore.runtime.pipeline import run_pipeline, run_streams
 from streamrestore.runtime.report import LatencyReport
@@ -40,8 +40,7 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("-o", "--output", metavar="OUTPUT",
                    help="video file (.mp4, .mkv, ...), image file, folder (PNG), folder/*.jpg, or rtsp:// URL")
     p.add_argument("--steps", type=sampling_steps("--steps"), default=1, help="sampling steps (default 1)")
-    p.add_argument("--second-time", type=positive_int("--second-time"),
-                   help="where steps after the first re-noise to, 1..99 (default: the model card's `sampling.second_time`, else 50)")
+    add_second_time(p)
     p.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--compile", action="store_true",
