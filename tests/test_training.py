@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from conftest import perturbed_model
 from streamrestore.model.checkpoint import load_model, save_model
 from streamrestore.training.loop import TrainConfig, build_model, sample_pair_index, train, training_step
-from streamrestore.training.losses import consistency_pair, fft_amplitude_l1, irc_m_loss, two_step_loss
+from streamrestore.training.losses import balanced_l1, consistency_pair, fft_amplitude_l1, irc_m_loss, two_step_loss
 
 
 def test_training_pair_shares_its_noise():
@@ -81,6 +81,28 @@ def test_two_step_weight_trains_the_second_step():
     parts = [training_step(model, optimiser, data, config, "nonlinear", g, i)[1] for i in range(30)]
     assert all("two_step" in p for p in parts)
     assert two_step_error() < 0.95 * before
+
+
+def test_psnr_balance_weighs_each_image_by_its_relative_error():
+    """balanced_l1 (train --psnr-balance): floor 0 is the plain mean L1, value and gradient; with a floor, an image
+    whose error is ten times smaller pulls (0.1 + f) / (0.01 + f) times harder per pixel, as the gradient of mean
+    PSNR does, and a batch of equal errors keeps the plain L1's value."""
+    from torch.nn import functional as F
+
+    target = torch.zeros(2, 3, 8, 8)
+    errors = torch.tensor([0.01, 0.1]).view(2, 1, 1, 1)
+    pulls = {}
+    for floor in (0.0, 1 / 255):
+        prediction = (target + errors).requires_grad_()
+        loss = balanced_l1(prediction, target, floor)
+        loss.backward()
+        pulls[floor] = prediction.grad.flatten(1).mean(1)
+        if floor == 0:
+            assert float(loss) == pytest.approx(float(F.l1_loss(prediction, target)), rel=1e-6)
+    assert float(pulls[0.0][0] / pulls[0.0][1]) == pytest.approx(1.0, rel=1e-4)
+    assert float(pulls[1 / 255][0] / pulls[1 / 255][1]) == pytest.approx((0.1 + 1 / 255) / (0.01 + 1 / 255), rel=1e-4)
+    same = torch.full((3, 3, 8, 8), 0.05)
+    assert float(balanced_l1(same, target[:1].expand(3, -1, -1, -1), 2 / 255)) == pytest.approx(0.05, rel=1e-6)
 
 
 class _FixedBatches:

@@ -52,6 +52,11 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--clear-share", default=TrainConfig.clear_share, type=fraction("--clear-share"),
                    help="share of the synthetic training draws (patches, or whole clips) left undegraded, so the "
                         "model learns to leave a clean frame as it is (default: 0.15 for derain, 0 for the others)")
+    p.add_argument("--psnr-balance", default=TrainConfig.psnr_balance, metavar="LEVELS",
+                   type=positive_float("--psnr-balance", zero_ok=True),
+                   help="weigh each image's L1 to the clean image by the inverse of its own error plus LEVELS (8-bit), "
+                        "as mean PSNR weighs images, so mild degradations count as much as heavy ones "
+                        "(0, the default: IR-CM's plain mean L1)")
     p.add_argument("--seed", default=TrainConfig.seed, type=int)
     p.add_argument("--holdout-every", default=HOLDOUT_EVERY, type=positive_int("--holdout-every", minimum=0),
                    help="hold out every N-th image of --data (sorted by name) for eval; 0 holds none out")
@@ -140,7 +145,7 @@ def main(args) -> int:
                          batch=args.batch, patch=args.patch, lr=args.lr, seed=args.seed, device=args.device,
                          sampling_time_fraction=args.sampling_time_fraction, two_step_weight=args.two_step_weight,
                          perceptual_weights=args.perceptual_weights, clip_frames=args.clip_frames,
-                         sde_lambda=args.sde_lambda, lambda_og=args.origin_weight,
+                         sde_lambda=args.sde_lambda, lambda_og=args.origin_weight, psnr_balance=args.psnr_balance,
                          clear_share=pairs.clear_share if args.data else None)
     card = {"date": datetime.date.today().isoformat(), "data": data,
             "kind": "cnn-baseline" if args.stage == "baseline" else "ir-cm"}

@@ -31,3 +31,5 @@ class TrainConfig:
     sde_lambda: float = 10.0  # stationary std of the mean-reverting SDE in 8-bit levels (IR-SDE's lambda; 10 there)
     clear_share: float | None = None  # share of draws left undegraded (None: the task's degradations.CLEAR_SHARE)
     history_lr_scale: float = 10.0  # the history convolution learns this much faster (and without decay)
+    psnr_balance: float = 0.0  # > 0: each image's L1 to the clean image weighted by 1 / (its own L1 + this, in 8-bit
+    # levels), as mean PSNR weighs images (losses.balanced_l1); 0: the plain mean L1 of IR-CM's L_OG

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 from tqdm import tqdm
 
 from streamrestore.atomic import atomic_path
@@ -22,7 +21,7 @@ from streamrestore.model.network import SIZES, ConditionalNAFUNet, add_history_i
 from streamrestore.model.sampler import sample, sampling_times
 from streamrestore.model.sde import MeanRevertingSchedule
 from streamrestore.training.config import TrainConfig
-from streamrestore.training.losses import VGG16Perceptual, fft_amplitude_l1, irc_m_loss, two_step_loss
+from streamrestore.training.losses import VGG16Perceptual, balanced_l1, fft_amplitude_l1, irc_m_loss, two_step_loss
 
 def sample_pair_index(batch: int, T: int, fraction: float, generator: torch.Generator) -> torch.Tensor:
     """n in {1..T-1} uniform (consistency training); a `fraction` of pairs instead get t_{n+1} in
@@ -41,10 +40,11 @@ def sampling_noises(like: torch.Tensor, generator: torch.Generator) -> list[torc
     return [(torch.randn(like.shape, generator=generator) * gaussian).to(like.device) for _ in range(2)]
 
 
-def cnn_baseline_loss(model: ConsistencyModel, lq: torch.Tensor, hq: torch.Tensor):
-    """The paper's control: the same network, plain L1 from LQ to HQ at the constant t = T."""
+def cnn_baseline_loss(model: ConsistencyModel, lq: torch.Tensor, hq: torch.Tensor, psnr_balance: float = 0.0):
+    """The paper's control: the same network, plain L1 from LQ to HQ at the constant t = T (each image weighted as
+    mean PSNR weighs it with psnr_balance > 0: losses.balanced_l1)."""
     t = torch.full((lq.shape[0],), model.schedule.T, dtype=torch.long, device=lq.device)
-    loss = F.l1_loss(model(lq, lq, t), hq)
+    loss = balanced_l1(model(lq, lq, t), hq, psnr_balance / 255)
     return loss, {"l1": loss.item()}
 
 
@@ -149,14 +149,15 @@ def training_step(model, optimiser, pairs, config: TrainConfig, stage: str, gene
         previous = recurrent_history(model, lq, generator)
         lq, hq = lq[-1], hq[-1]
     if stage == "baseline":
-        loss, parts = cnn_baseline_loss(model, lq, hq)
+        loss, parts = cnn_baseline_loss(model, lq, hq, config.psnr_balance)
     else:
         n = sample_pair_index(lq.shape[0], model.schedule.T, config.sampling_time_fraction, generator).to(config.device)
         z = torch.randn(lq.shape, generator=generator).to(config.device)
         loss, parts = irc_m_loss(model, lq, hq, stage, n, z, perceptual, config.lambda_og, config.lambda_perc,
-                                 previous=previous)
+                                 previous=previous, psnr_balance=config.psnr_balance)
         if stage == "nonlinear" and config.two_step_weight > 0:
-            l_two = two_step_loss(model, lq, hq, sampling_noises(lq, generator), perceptual, config.lambda_perc)
+            l_two = two_step_loss(model, lq, hq, sampling_noises(lq, generator), perceptual, config.lambda_perc,
+                                  config.psnr_balance)
             loss = loss + config.two_step_weight * l_two
             parts["two_step"] = l_two.item()
     optimiser.zero_grad(set_to_none=True)

@@ -26,6 +26,19 @@ def fft_amplitude_l1(prediction: torch.Tensor, target: torch.Tensor) -> torch.Te
     return (a - b).abs().mean()
 
 
+def balanced_l1(prediction: torch.Tensor, target: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
+    """Mean L1 with each image weighted by c / (e_i + floor), e_i its own mean L1 and c the batch mean of e_i + floor,
+    the weights held constant: the gradient of c * mean_i log(e_i + floor). Mean PSNR over images is a mean of
+    -10 log10(MSE_i), so it counts an image by its relative error, where a plain mean L1 counts it by its absolute
+    error and leaves mild degradations (low noise, a drizzle, dusk) to the heavy ones; `floor` (in [0, 1] units)
+    keeps an image with almost nothing to restore from taking the whole batch. floor 0: the plain mean L1."""
+    if floor <= 0:
+        return F.l1_loss(prediction, target)
+    per_image = (prediction - target).abs().flatten(1).mean(1)
+    scale = per_image.detach() + floor
+    return (scale.mean() / scale * per_image).mean()
+
+
 def _read_state(path: Path) -> dict:
     """Tensors of a safetensors file or a PyTorch state dict (weights only, never code); UserError otherwise."""
     from safetensors.torch import load_file
@@ -91,12 +104,13 @@ class VGG16Perceptual(nn.Module):
 
 def irc_m_loss(model, lq: torch.Tensor, hq: torch.Tensor, stage: str, n: torch.Tensor, z: torch.Tensor,
                perceptual=fft_amplitude_l1, lambda_og: float = 0.8, lambda_perc: float = 0.125,
-               previous: torch.Tensor | None = None):
+               previous: torch.Tensor | None = None, psnr_balance: float = 0.0):
     """L = L_CT + lambda_OG * L_OG (IR-CM eq. 14). Returns (loss, {"ct": .., "og": ..}).
 
     Stage "linear" (Algorithm 1): mu = LQ and x0 = LQ. Stage "nonlinear" (Algorithm 2): x0 = HQ.
     The target side is the stop-gradient of the same network (phi- = stopgrad(phi)).
     previous: a temporal model's previous restored frame (a condition, like mu; None for one-frame models).
+    psnr_balance: > 0 weighs the images of L_OG's L1 as mean PSNR does (balanced_l1, floor in 8-bit levels).
     """
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
@@ -106,12 +120,12 @@ def irc_m_loss(model, lq: torch.Tensor, hq: torch.Tensor, stage: str, n: torch.T
     with torch.no_grad():
         target = model(x_cur, lq, n, previous=previous)
     l_ct = F.l1_loss(student, target)
-    l_og = F.l1_loss(student, hq) + lambda_perc * perceptual(student, hq)
+    l_og = balanced_l1(student, hq, psnr_balance / 255) + lambda_perc * perceptual(student, hq)
     return l_ct + lambda_og * l_og, {"ct": l_ct.item(), "og": l_og.item()}
 
 
 def two_step_loss(model, lq: torch.Tensor, hq: torch.Tensor, noises: list[torch.Tensor],
-                  perceptual=fft_amplitude_l1, lambda_perc: float = 0.125) -> torch.Tensor:
+                  perceptual=fft_amplitude_l1, lambda_perc: float = 0.125, psnr_balance: float = 0.0) -> torch.Tensor:
     """L_OG of the 2-step output of Algorithm 3, the first step held fixed (no gradient through it).
 
     Not part of IR-CM. Consistency training builds x_{T/2} from the true origin HQ, but 2-step sampling
@@ -123,4 +137,4 @@ def two_step_loss(model, lq: torch.Tensor, hq: torch.Tensor, noises: list[torch.
         first = sample(model, schedule, lq, noises[:1])
     t = torch.full((lq.shape[0],), sampling_times(schedule.T, 2)[1], dtype=torch.long, device=lq.device)
     second = model(mean_reverting_marginal(schedule, first, lq, t, noises[1]), lq, t)
-    return F.l1_loss(second, hq) + lambda_perc * perceptual(second, hq)
+    return balanced_l1(second, hq, psnr_balance / 255) + lambda_perc * perceptual(second, hq)
