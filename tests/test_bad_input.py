@@ -337,11 +337,13 @@ def test_patch_bigger_than_every_training_image(folder):
     refused(folder, [*TRAIN, "--paired", "pairs", "--patch", "64"], "--patch 64", "48x40", "--patch 32 or less")
 
 
-def test_clear_share_with_a_paired_folder(folder):
-    """--clear-share shapes synthetic draws; a paired folder's inputs are what they are, so it is refused."""
+def test_clear_and_detail_share_with_a_paired_folder(folder):
+    """--clear-share and --detail-share shape synthetic draws; a paired folder's inputs are what they are, so
+    they are refused."""
     for sub in ("lq", "gt"):
         make_images(folder / "pairs" / sub, count=2, width=48, height=40)
     refused(folder, [*TRAIN, "--paired", "pairs", "--patch", "32", "--clear-share", "0.3"], "--clear-share", "--data")
+    refused(folder, [*TRAIN, "--paired", "pairs", "--patch", "32", "--detail-share", "0.3"], "--detail-share", "--data")
 
 
 def vgg_state(shapes_ok: bool = True) -> dict[str, torch.Tensor]:

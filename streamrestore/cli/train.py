@@ -52,6 +52,10 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--clear-share", default=TrainConfig.clear_share, type=fraction("--clear-share"),
                    help="share of the synthetic training draws (patches, or whole clips) left undegraded, so the "
                         "model learns to leave a clean frame as it is (default: 0.15 for derain, 0 for the others)")
+    p.add_argument("--detail-share", default=TrainConfig.detail_share, type=fraction("--detail-share"),
+                   help="share of the synthetic training crops that are the most detailed (mean absolute Laplacian) "
+                        "of 4 random crops, so fine texture such as fur, moss and foliage, which a small network "
+                        "takes for rain or noise, is seen more often (0, the default: every crop at random)")
     p.add_argument("--psnr-balance", default=TrainConfig.psnr_balance, metavar="LEVELS",
                    type=positive_float("--psnr-balance", zero_ok=True),
                    help="weigh each image's L1 to the clean image by the inverse of its own error plus LEVELS (8-bit), "
@@ -121,9 +125,10 @@ def main(args) -> int:
         files, held = split_folders(args.data, args.holdout_every)
         if args.clip_frames:
             pairs = SyntheticClips(files, args.task, args.patch, args.clip_frames, args.seed,
-                                   clear_share=args.clear_share)
+                                   clear_share=args.clear_share, detail_share=args.detail_share)
         else:
-            pairs = SyntheticPairs(files, args.task, args.patch, args.seed, clear_share=args.clear_share)
+            pairs = SyntheticPairs(files, args.task, args.patch, args.seed, clear_share=args.clear_share,
+                                   detail_share=args.detail_share)
         data = {"kind": "synthetic degradations of clean photographs", "folder": ", ".join(args.data),
                 "images": [f.name for f in files], "held_out": [f.name for f in held],
                 "degradation": f"streamrestore.tasks.degradations.TRAIN_SAMPLERS[{args.task!r}]"}
@@ -136,6 +141,8 @@ def main(args) -> int:
         raise UserError("--clip-frames needs --data (pseudo-clips are made from clean photographs)")
     elif args.clear_share is not None:
         raise UserError("--clear-share needs --data (a paired folder's lq/ images are what they are)")
+    elif args.detail_share:
+        raise UserError("--detail-share needs --data (a paired folder's crops are drawn at random)")
     else:
         pair_list = paired_files(args.paired)
         pairs = PairedPatches(pair_list, args.patch, args.seed)
@@ -146,7 +153,7 @@ def main(args) -> int:
                          sampling_time_fraction=args.sampling_time_fraction, two_step_weight=args.two_step_weight,
                          perceptual_weights=args.perceptual_weights, clip_frames=args.clip_frames,
                          sde_lambda=args.sde_lambda, lambda_og=args.origin_weight, psnr_balance=args.psnr_balance,
-                         clear_share=pairs.clear_share if args.data else None)
+                         clear_share=pairs.clear_share if args.data else None, detail_share=args.detail_share)
     card = {"date": datetime.date.today().isoformat(), "data": data,
             "kind": "cnn-baseline" if args.stage == "baseline" else "ir-cm"}
     train(config, pairs, out, resume=args.resume, card=card, progress=not args.quiet and sys.stderr.isatty(),

@@ -9,6 +9,13 @@ from streamrestore.io.images import read_rgb8
 from streamrestore.tasks.degradations import CLEAR_SHARE, CLIP_SAMPLERS, SCENE_SAMPLERS, TRAIN_SAMPLERS
 
 MARGIN = 16  # degrade a larger crop, then cut the border, so blur kernels see real neighbours
+DETAIL_CANDIDATES = 4  # a detail draw keeps the most detailed of this many crops
+
+
+def detail(crop: np.ndarray) -> float:
+    """Mean absolute Laplacian of the crop's grey levels: how much fine texture (fur, moss, foliage) it holds."""
+    grey = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F)).mean())
 
 
 def _augment(patches: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
@@ -31,27 +38,35 @@ def to_tensor(batch: list[np.ndarray]) -> torch.Tensor:
 class SyntheticPairs:
     """(lq, hq) batches: clean patches at a random scale (0.35-1.0), degraded by the task's train sampler;
     `clear_share` of them left as they are (None: the task's CLEAR_SHARE), so the model learns to keep a
-    clean frame untouched."""
+    clean frame untouched; `detail_share` of the crops are the most detailed of DETAIL_CANDIDATES, so fine
+    texture, which a small network mistakes for rain or noise, is seen more often."""
 
-    def __init__(self, files, task: str, patch: int, seed: int = 0, clear_share: float | None = None):
+    def __init__(self, files, task: str, patch: int, seed: int = 0, clear_share: float | None = None,
+                 detail_share: float = 0.0):
         self.images = [read_rgb8(f) for f in files]
         self.degrade = TRAIN_SAMPLERS[task]
         self.scene = SCENE_SAMPLERS.get(task, lambda image, rng: image)
         self.patch = patch
         self.clear_share = CLEAR_SHARE.get(task, 0.0) if clear_share is None else clear_share
+        self.detail_share = detail_share
         self.rng = np.random.default_rng(seed)
 
     def left_clear(self) -> bool:
         """Whether the next draw stays undegraded (no generator draw at all when the share is 0)."""
         return self.clear_share > 0 and self.rng.random() < self.clear_share
 
-    def _clean_patch(self) -> np.ndarray:
+    def _crop(self) -> np.ndarray:
+        """A random square of a random photograph at a random scale, resized to the patch and its margin."""
         image = self.images[int(self.rng.integers(len(self.images)))]
         side = self.patch + 2 * MARGIN
         scale = self.rng.uniform(0.35, 1.0)
         src = min(int(side / scale), *image.shape[:2])
         (crop,) = _random_crop([image], src, self.rng)
-        crop = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
+        return cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
+
+    def _clean_patch(self) -> np.ndarray:
+        picks_detail = self.detail_share > 0 and self.rng.random() < self.detail_share
+        crop = max((self._crop() for _ in range(DETAIL_CANDIDATES)), key=detail) if picks_detail else self._crop()
         (crop,) = _augment([crop], self.rng)
         return self.scene(np.ascontiguousarray(crop, dtype=np.float32) / 255, self.rng)
 
@@ -100,8 +115,8 @@ class SyntheticClips(SyntheticPairs):
     rain streaks and grain are drawn fresh every frame; `clear_share` of the clips are left clean."""
 
     def __init__(self, files, task: str, patch: int, frames: int, seed: int = 0, static_share: float = 0.4,
-                 clear_share: float | None = None):
-        super().__init__(files, task, patch, seed, clear_share)
+                 clear_share: float | None = None, detail_share: float = 0.0):
+        super().__init__(files, task, patch, seed, clear_share, detail_share)
         self.frames, self.static_share = frames, static_share
         self.clip_degrade = CLIP_SAMPLERS[task]
 
