@@ -1,7 +1,8 @@
 """The held-out photographs restored by the tools a user would try instead, next to streamrestore.
 
     python benchmarks/peers.py [--tasks denoise derain deblur lowlight] [--sigmas 15 25 50]
-        [--data ../shared/data/clean] [--max-side 512] [--steps 1 2] [--out benchmarks/results]
+        [--data ../shared/data/clean] [--max-side 512] [--steps 1 2] [--self-ensemble]
+        [--out benchmarks/results]
 
 Per task, on the held-out split of --data (every 6th photograph by name, as `streamrestore eval
 --split heldout`), degraded by the task's evaluation recipe (denoise: Gaussian noise at each of
@@ -11,7 +12,8 @@ Per task, on the held-out split of --data (every 6th photograph by name, as `str
   - FFmpeg's `nlmeans` and `hqdn3d` (denoise, strengths set from the true sigma), `median`
     (derain), `unsharp` (deblur) and `eq` gamma/brightness (lowlight), at the fixed settings in
     FFMPEG and denoise_filters (not tuned per image), when the ffmpeg command is there;
-  - streamrestore's shipped IR-CM `small` (and `base` where shipped) at each of --steps, on the CPU.
+  - streamrestore's shipped IR-CM `small` (and `base` where shipped) at each of --steps, on the CPU;
+    with --self-ensemble, each of those again as the x8 self-ensemble (`run --self-ensemble`).
 Writes peers.json and peers.md into --out.
 """
 from __future__ import annotations
@@ -83,7 +85,7 @@ def score(method, pairs) -> dict:
             "ms_per_megapixel": round(ms / (pixels / 1e6), 1)}
 
 
-def methods_for(task: str, sigma: float | None, steps: list[int]) -> dict:
+def methods_for(task: str, sigma: float | None, steps: list[int], self_ensemble: bool = False) -> dict:
     methods = {"degraded input": lambda x: x, f"classical ({CLASSICAL[task].__name__})": CLASSICAL[task]}
     for size in ("small", "base"):
         try:  # base: the GPU size, where one is shipped for the task (the default on CUDA), run here on the CPU
@@ -91,8 +93,9 @@ def methods_for(task: str, sigma: float | None, steps: list[int]) -> dict:
         except UserError:
             continue
         for n in steps:  # 2 steps and more: at the model card's second sampling time (benchmarks/step_times.py)
-            methods[f"streamrestore IR-CM {size} {n}-step"] = Restorer(task, steps=n, device="cpu", backend="torch",
-                                                                       weights=weights)
+            for ensemble in (False, True) if self_ensemble else (False,):
+                methods[f"streamrestore IR-CM {size} {n}-step{' x8' if ensemble else ''}"] = Restorer(
+                    task, steps=n, device="cpu", backend="torch", weights=weights, self_ensemble=ensemble)
     if task == "denoise":
         try:
             import bm3d  # noqa: F401
@@ -113,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--max-side", type=int, default=512)
     p.add_argument("--steps", nargs="+", type=int, default=[1, 2], help="streamrestore's sampling steps (rows)")
+    p.add_argument("--self-ensemble", action="store_true",
+                   help="also each IR-CM row as the x8 self-ensemble (8 flips and rotations averaged)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = p.parse_args(argv)
     held = split_holdout(list_images(args.data), HOLDOUT_EVERY)[1]
@@ -127,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 pairs = [(eval_degrade_uint8(task, img, i), img) for i, img in enumerate(clean.values())]
             table[label] = {}
-            for name, method in methods_for(task, sigma, args.steps).items():
+            for name, method in methods_for(task, sigma, args.steps, args.self_ensemble).items():
                 table[label][name] = score(method, pairs)
                 print(f"{label:<18} {name:<36} {table[label][name]}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -40,13 +40,17 @@ class Restorer:
     backend: torch | onnxruntime | tensorrt | openvino | auto. precision: fp32 | fp16 | bf16 | int8
     (overrides fp16; streamrestore.backends.registry.PRECISIONS says which backend runs which).
     second_time: where steps after the first re-noise to (default: the model card's, else T/2).
+    self_ensemble: restore each frame in its 8 flips and rotations and average them (8x the work;
+    streamrestore.backends.self_ensemble).
     """
 
     def __init__(self, task: str = "derain", steps: int = 1, device: str = "cpu", weights: str | None = None,
                  noise: str | None = None, backend: str = "torch", fp16: bool | None = None, temporal: bool = True,
-                 precision: str | None = None, calibration: str | None = None, second_time: int | None = None):
+                 precision: str | None = None, calibration: str | None = None, second_time: int | None = None,
+                 self_ensemble: bool = False):
         self._options = dict(backend=backend, device=device, steps=steps, noise=noise, weights=weights, fp16=fp16,
-                             precision=precision, calibration=calibration, second_time=second_time)
+                             precision=precision, calibration=calibration, second_time=second_time,
+                             self_ensemble=self_ensemble)
         self.task, self.temporal = task, temporal
         self.backend = create_backend(task, **self._options)  # frames on their own: the one-frame model
         self._video_backend = None if weights is None else self.backend

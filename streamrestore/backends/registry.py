@@ -47,7 +47,8 @@ def create_backend(task: str, *, backend: str = "auto", device: str = "auto", st
                    noise: str | None = None, weights: str | None = None, fp16: bool | None = None,
                    temporal: bool = False, compile: bool = False, precision: str | None = None,
                    threads: int | None = None, calibration: str | None = None, tile: int | None = None,
-                   device_colour: bool | None = None, second_time: int | None = None) -> Backend:
+                   device_colour: bool | None = None, second_time: int | None = None,
+                   self_ensemble: bool = False) -> Backend:
     """Build the backend that restores frames of `task` (N,H,W,3 uint8 RGB -> same).
 
     temporal: without `weights`, load the task's shipped video model (streamrestore.runtime.temporal) where
@@ -63,6 +64,8 @@ def create_backend(task: str, *, backend: str = "auto", device: str = "auto", st
     streamrestore.backends.torch_backend); the host converts otherwise, as for every other backend.
     second_time: where steps after the first re-noise to (streamrestore.model.sampler.sampling_times;
     default: the model card's `sampling.second_time`, else T/2).
+    self_ensemble: every frame restored in its 8 flips and rotations and the results averaged
+    (streamrestore.backends.self_ensemble): 8x the work.
     Task and step count are checked here, once, for every backend; the weights, their noise policy and
     description are loaded here, once (LoadedModel), and handed to each backend tried."""
     from streamrestore.tasks import check_task
@@ -81,14 +84,20 @@ def create_backend(task: str, *, backend: str = "auto", device: str = "auto", st
     if compile:
         if backend not in ("auto", "torch"):
             raise UserError(f"--compile runs the torch backend; drop --backend {backend} or --compile")
-        return build("torch", device=device, compile=True, **kwargs)
-    if backend == "auto":
+        built = build("torch", device=device, compile=True, **kwargs)
+    elif backend == "auto":
         candidates = [(n, d) for n, d in _auto_candidates(device) if precision is None or precision in PRECISIONS[n]]
         built = _auto_on_cpu(candidates, kwargs) or _first_that_builds(candidates, kwargs, skip_unavailable=True)
+        built = _large_frames_on_torch(built, kwargs)
     else:
         names = [name for name in (backend, *FALLBACK[backend]) if precision is None or precision in PRECISIONS[name]]
-        built = _first_that_builds([(name, device) for name in names], kwargs, skip_unavailable=False)
-    return _large_frames_on_torch(built, kwargs)
+        built = _large_frames_on_torch(_first_that_builds([(name, device) for name in names], kwargs,
+                                                          skip_unavailable=False), kwargs)
+    if self_ensemble:
+        from streamrestore.backends.self_ensemble import SelfEnsemble
+
+        return SelfEnsemble(built)
+    return built
 
 
 def _large_frames_on_torch(built: Backend, kwargs: dict) -> Backend:

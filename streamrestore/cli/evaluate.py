@@ -6,7 +6,7 @@ from pathlib import Path
 
 from streamrestore.backends.registry import BACKEND_NAMES, PRECISION_NAMES
 from streamrestore.choices import DEVICES, HOLDOUT_EVERY, NOISE_POLICIES, TASKS
-from streamrestore.cli.options import add_second_time, choice, positive_int, sampling_steps
+from streamrestore.cli.options import add_second_time, add_self_ensemble, choice, positive_int, sampling_steps
 from streamrestore.errors import UserError
 
 
@@ -22,6 +22,7 @@ def add_parser(subparsers, name: str) -> None:
     source.add_argument("--paired", help="folder with lq/ and gt/ subfolders of matching file names")
     p.add_argument("--steps", nargs="+", default=[1, 2], type=sampling_steps("--steps"))
     add_second_time(p)
+    add_self_ensemble(p)
     p.add_argument("--weights", help="IR-CM checkpoint (default: the shipped one for --task)")
     p.add_argument("--baseline-weights", help="CNN-baseline checkpoint (default: the shipped one, when present)")
     p.add_argument("--split", default="all", type=choice("--split", ("all", "heldout")),
@@ -73,6 +74,11 @@ def load_eval_pairs(args):
     return synthetic_pairs(load_clean_images(args), args.task, args.seed)
 
 
+def ir_cm_row(args, steps: int) -> str:
+    """The table's name for IR-CM at `steps`: "IR-CM 2-step", "IR-CM 2-step x8" with --self-ensemble."""
+    return f"IR-CM {steps}-step" + (" x8" if args.self_ensemble else "")
+
+
 def _write_card(args, images: list[str], rows: dict, key: str = "eval") -> None:
     """Record the figures, the images and the command in the model card beside the IR-CM weights, under `key`
     ("eval" for the task's own recipe, "grid" for the table over its families)."""
@@ -93,6 +99,9 @@ def main(args) -> int:
     from streamrestore.restorer import Restorer
     from streamrestore.tasks import shipped_weights
 
+    if args.write_card and args.self_ensemble:
+        raise UserError("--write-card with --self-ensemble: the model card records the model's own figures; "
+                        "drop --self-ensemble to write them, or --write-card to measure the ensemble")
     if args.grid:
         return _grid(args)
     pairs = load_eval_pairs(args)
@@ -107,9 +116,10 @@ def main(args) -> int:
         models["CNN-baseline"] = Restorer(args.task, steps=1, device=args.device, weights=baseline, noise="zero")
     engine = "" if args.backend == "torch" and args.precision is None else f" ({args.backend} {args.precision or ''})"
     for steps in args.steps:
-        models[f"IR-CM {steps}-step{engine.replace(' )', ')')}"] = Restorer(
+        models[f"{ir_cm_row(args, steps)}{engine.replace(' )', ')')}"] = Restorer(
             args.task, steps=steps, device=args.device, weights=args.weights, noise=args.noise, backend=args.backend,
-            precision=args.precision, calibration=args.calibration_data, second_time=args.second_time)
+            precision=args.precision, calibration=args.calibration_data, second_time=args.second_time,
+            self_ensemble=args.self_ensemble)
     rows = evaluate(args.task, pairs, models)
     if args.write_card:
         _write_card(args, [p.name for p in pairs], rows)
@@ -132,8 +142,9 @@ def _grid(args) -> int:
 
     if args.paired:
         raise UserError("--grid degrades clean photographs; give --data, not --paired")
-    models = {f"IR-CM {steps}-step": Restorer(args.task, steps=steps, device=args.device, weights=args.weights,
-                                              noise=args.noise, second_time=args.second_time) for steps in args.steps}
+    models = {ir_cm_row(args, steps): Restorer(args.task, steps=steps, device=args.device, weights=args.weights,
+                                               noise=args.noise, second_time=args.second_time,
+                                               self_ensemble=args.self_ensemble) for steps in args.steps}
     images = load_clean_images(args)
     table = family_grid(args.task, images, models, args.seed)
     if args.write_card:

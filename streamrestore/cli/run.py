@@ -22,7 +22,7 @@ from streamrestore.io import is_live, open_sink, open_source
 from streamrestore.io.encoding import ALL_TUNES, PRESETS
 from streamrestore.io.images import is_image_path
 from streamrestore.io.video import default_codec
-from streamrestore.cli.options import add_second_time, choice, positive_float, positive_int, sampling_steps
+from streamrestore.cli.options import add_second_time, add_self_ensemble, choice, positive_float, positive_int, sampling_steps
 from streamrestore.io.outputs import Read, Write, check_writes, weights_reads
 from streamrestore.runtime.pipeline import run_pipeline, run_streams
 from streamrestore.runtime.report import LatencyReport
@@ -41,6 +41,7 @@ def add_parser(subparsers, name: str) -> None:
                    help="video file (.mp4, .mkv, ...), image file, folder (PNG), folder/*.jpg, or rtsp:// URL")
     p.add_argument("--steps", type=sampling_steps("--steps"), default=1, help="sampling steps (default 1)")
     add_second_time(p)
+    add_self_ensemble(p)
     p.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--compile", action="store_true",
@@ -360,7 +361,7 @@ def _engine_options(args: argparse.Namespace) -> dict:
     args.thread_plan = plan(args.threads)
     args.thread_plan.apply()
     return {"precision": args.precision, "threads": args.thread_plan.inference, "calibration": args.calibration_data,
-            "second_time": args.second_time}
+            "second_time": args.second_time, "self_ensemble": args.self_ensemble}
 
 
 def _temporal(args: argparse.Namespace, video: bool) -> bool:
