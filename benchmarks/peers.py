@@ -13,7 +13,7 @@ Per task, on the held-out split of --data (every 6th photograph by name, as `str
     (derain), `unsharp` (deblur) and `eq` gamma/brightness (lowlight), at the fixed settings in
     FFMPEG and denoise_filters (not tuned per image), when the ffmpeg command is there;
   - streamrestore's shipped IR-CM `small` (and `base` where shipped) at each of --steps, on the CPU;
-    with --self-ensemble, each of those again as the x8 self-ensemble (`run --self-ensemble`).
+    with --self-ensemble, each of those again as the self-ensemble (`run --self-ensemble`: x8, derain x4).
 Writes peers.json and peers.md into --out.
 """
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from streamrestore.backends.self_ensemble import views_for
 from streamrestore.choices import HOLDOUT_EVERY
 from streamrestore.errors import UserError
 from streamrestore.evaluation.metrics import psnr_y, ssim_y
@@ -94,7 +95,8 @@ def methods_for(task: str, sigma: float | None, steps: list[int], self_ensemble:
             continue
         for n in steps:  # 2 steps and more: at the model card's second sampling time (benchmarks/step_times.py)
             for ensemble in (False, True) if self_ensemble else (False,):
-                methods[f"streamrestore IR-CM {size} {n}-step{' x8' if ensemble else ''}"] = Restorer(
+                views = f" x{len(views_for(task))}" if ensemble else ""
+                methods[f"streamrestore IR-CM {size} {n}-step{views}"] = Restorer(
                     task, steps=n, device="cpu", backend="torch", weights=weights, self_ensemble=ensemble)
     if task == "denoise":
         try:
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-side", type=int, default=512)
     p.add_argument("--steps", nargs="+", type=int, default=[1, 2], help="streamrestore's sampling steps (rows)")
     p.add_argument("--self-ensemble", action="store_true",
-                   help="also each IR-CM row as the x8 self-ensemble (8 flips and rotations averaged)")
+                   help="also each IR-CM row as the self-ensemble (8 flips and rotations averaged; derain 4, upright)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = p.parse_args(argv)
     held = split_holdout(list_images(args.data), HOLDOUT_EVERY)[1]

@@ -64,8 +64,8 @@ def create_backend(task: str, *, backend: str = "auto", device: str = "auto", st
     streamrestore.backends.torch_backend); the host converts otherwise, as for every other backend.
     second_time: where steps after the first re-noise to (streamrestore.model.sampler.sampling_times;
     default: the model card's `sampling.second_time`, else T/2).
-    self_ensemble: every frame restored in its 8 flips and rotations and the results averaged
-    (streamrestore.backends.self_ensemble): 8x the work.
+    self_ensemble: every frame restored in its 8 flips and rotations (derain: 4, kept upright) and the
+    results averaged (streamrestore.backends.self_ensemble): 8x (4x) the work.
     Task and step count are checked here, once, for every backend; the weights, their noise policy and
     description are loaded here, once (LoadedModel), and handed to each backend tried."""
     from streamrestore.tasks import check_task
@@ -94,9 +94,9 @@ def create_backend(task: str, *, backend: str = "auto", device: str = "auto", st
         built = _large_frames_on_torch(_first_that_builds([(name, device) for name in names], kwargs,
                                                           skip_unavailable=False), kwargs)
     if self_ensemble:
-        from streamrestore.backends.self_ensemble import SelfEnsemble
+        from streamrestore.backends.self_ensemble import SelfEnsemble, views_for
 
-        return SelfEnsemble(built)
+        return SelfEnsemble(built, views_for(task))
     return built
 
 

@@ -326,6 +326,9 @@ def eval_clip(task: str):
 # clean frame as it is (`streamrestore train --clear-share`). Derain's 0.15 is what the models up to
 # 2026-12-01 trained with; the other tasks had none.
 CLEAR_SHARE = {"derain": 0.15}
+# Tasks whose training draws are not the same turned a quarter turn: rain falls 30-150 degrees from the horizontal
+# (rain_layers), so a frame on its side holds rain no model saw (backends.self_ensemble keeps such frames upright).
+UPRIGHT_TASKS = frozenset({"derain"})
 
 TRAIN_SAMPLERS = {"derain": random_rain, "denoise": random_noise, "deblur": random_blur, "lowlight": random_lowlight}
 EVAL_SAMPLERS = {"derain": eval_rain, "denoise": eval_noise, "deblur": eval_blur, "lowlight": eval_lowlight}
