@@ -2,10 +2,11 @@
 
     python benchmarks/temporal.py [--tasks denoise derain lowlight] [--clips A.avi B.mp4 ...] [--frames 60]
         [--width 320] [--temporal-weights 'runs/{task}-temporal.safetensors'] [--size base] [--steps 2]
-        [--out benchmarks/results]
+        [--self-ensemble] [--out benchmarks/results]
 
 --size base puts the shipped `base` one-frame weights (the CUDA default) in the one-frame rows, beside the
-`small` video model, so a CUDA stream's choice between them is measured.
+`small` video model, so a CUDA stream's choice between them is measured. --self-ensemble runs both models
+as `run --self-ensemble` does (streamrestore.backends.self_ensemble).
 
 Per task and clip (frames scaled to --width, aspect kept, even sizes), the clean frames are degraded
 with the task's evaluation recipe drawn fresh per frame (degradations.eval_clip, seeded), then
@@ -328,7 +329,8 @@ def build_restorers(task: str, args, data: dict):
     from streamrestore import Restorer
 
     single = args.one_frame_weights[task]
-    one = Restorer(task, weights=str(single), temporal=False, backend=args.backend, device="cpu", steps=args.steps)
+    one = Restorer(task, weights=str(single), temporal=False, backend=args.backend, device="cpu", steps=args.steps,
+                   self_ensemble=args.self_ensemble)
     path, how = temporal_weights(task, args.temporal_weights)
     info = {"one-frame": weights_facts(single)}
     temporal = None
@@ -336,7 +338,8 @@ def build_restorers(task: str, args, data: dict):
         data["skipped"].append(how)
         note(how)
     else:
-        temporal = Restorer(task, weights=str(path), backend=args.backend, device="cpu", steps=args.steps)
+        temporal = Restorer(task, weights=str(path), backend=args.backend, device="cpu", steps=args.steps,
+                            self_ensemble=args.self_ensemble)
         info["temporal"] = {**weights_facts(path), "from": how}
         if not temporal.backend.temporal:
             message = f"{path} is a one-frame model; {task} temporal rows skipped"
@@ -447,6 +450,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="which shipped one-frame weights (default: small; base: the CUDA default, run here on the CPU)")
     p.add_argument("--steps", type=_whole(1), default=1,
                    help="sampling steps of both models (1, the default run's; 2 and more at each card's second time)")
+    p.add_argument("--self-ensemble", action="store_true",
+                   help="both models as the self-ensemble of `run --self-ensemble` (x8; derain x4, upright)")
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
     p.add_argument("--threads", type=_threads, default="auto",
                    help="CPU threads for torch, OpenCV and ffmpeg's filters; auto: as benchmarks/latency.py")
@@ -457,6 +462,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.write_cards and args.steps != 1:
         p.error(f"--write-cards with --steps {args.steps}: the cards hold the default run's figures (1 step)")
+    if args.write_cards and args.self_ensemble:
+        p.error("--write-cards with --self-ensemble: the cards hold the default run's figures (no ensemble)")
     for clip in args.clips:
         if not Path(clip).is_file():
             p.error(f"--clips {clip}: no such file; pass clean video clips")
