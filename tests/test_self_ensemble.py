@@ -1,5 +1,6 @@
 """`--self-ensemble` (streamrestore.backends.self_ensemble): each frame restored in its 8 flips and rotations,
 turned back and averaged."""
+import json
 import subprocess
 import sys
 
@@ -82,9 +83,12 @@ def test_run_restores_an_image_with_the_ensemble_and_says_so(tmp_path):
 
     clean = SampleClip("denoise", frames=1, width=120, height=80)._clean(0)
     cv2.imwrite(str(tmp_path / "in.png"), cv2.cvtColor(eval_degrade_uint8("denoise", clean, 0), cv2.COLOR_RGB2BGR))
-    result = cli("run", tmp_path / "in.png", "--task", "denoise", "--self-ensemble", "-o", tmp_path / "out.png")
+    result = cli("run", tmp_path / "in.png", "--task", "denoise", "--self-ensemble", "-o", tmp_path / "out.png",
+                 "--report", tmp_path / "report.json")
     assert result.returncode == 0, result.stderr
     assert "x8 self-ensemble" in result.stdout + result.stderr
+    facts = json.loads((tmp_path / "report.json").read_text())
+    assert "x8 self-ensemble" in json.dumps(facts) and '"self_ensemble": true' in json.dumps(facts)
     out = cv2.cvtColor(cv2.imread(str(tmp_path / "out.png")), cv2.COLOR_BGR2RGB)
     assert out.shape == clean.shape and psnr_y(out, clean) > psnr_y(eval_degrade_uint8("denoise", clean, 0), clean)
 

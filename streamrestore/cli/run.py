@@ -372,7 +372,7 @@ def _temporal(args: argparse.Namespace, video: bool) -> bool:
 def _facts(args: argparse.Namespace, backend) -> dict:
     return {"input": args.input, "output": args.output, "task": args.task, "backend": backend.name,
             "device": backend.device, "precision": backend.precision, "model": backend.model,
-            "batch": args.batch, "steps": args.steps, "noise": args.noise,
+            "batch": args.batch, "steps": args.steps, "noise": args.noise, "self_ensemble": args.self_ensemble,
             "temporal": {"fusion": args.temporal, "video_model": getattr(backend, "temporal", False)},
             "auto_choice": getattr(backend, "auto_choice", None),
             "threads": vars(args.thread_plan) if getattr(args, "thread_plan", None) else None}  # --backend auto on the CPU: what was measured
