@@ -40,8 +40,8 @@ class Restorer:
     backend: torch | onnxruntime | tensorrt | openvino | auto. precision: fp32 | fp16 | bf16 | int8
     (overrides fp16; streamrestore.backends.registry.PRECISIONS says which backend runs which).
     second_time: where steps after the first re-noise to (default: the model card's, else T/2).
-    self_ensemble: restore each frame in its 8 flips and rotations and average them (8x the work;
-    streamrestore.backends.self_ensemble).
+    self_ensemble: restore each frame in its 8 flips and rotations (derain: 4, kept upright) and average
+    them (8x or 4x the work; streamrestore.backends.self_ensemble).
     """
 
     def __init__(self, task: str = "derain", steps: int = 1, device: str = "cpu", weights: str | None = None,

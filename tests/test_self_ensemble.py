@@ -14,7 +14,6 @@ from streamrestore.io.sample import SampleClip
 from streamrestore.tasks.degradations import eval_degrade_uint8
 
 
-
 def cli(*args):
     return subprocess.run([sys.executable, "-m", "streamrestore.cli", *map(str, args)], capture_output=True,
                           text=True, timeout=300)

@@ -1,7 +1,8 @@
 """Geometric self-ensemble: each frame restored in its eight flips and 90-degree rotations (the dihedral
 group of the square; four, kept upright, for derain), each result turned back and the views averaged
-(Timofte, Rothe and Van Gool, "Seven ways to improve example-based single image super resolution",
-CVPR 2016, section 3; the "x8" of Lim et al., EDSR, CVPR Workshops 2017). The network was trained on patches flipped and rotated the same way
+(the "enhanced prediction" of Timofte, Rothe and Van Gool, "Seven ways to improve example-based single
+image super resolution", CVPR 2016; the self-ensemble of the "+" models of Lim et al., EDSR, CVPR
+Workshops 2017). The network was trained on patches flipped and rotated the same way
 (streamrestore.training.data), so each view is as likely as the original, and their errors partly cancel.
 Eight (four) times the work for a better picture: `--self-ensemble` of `run` and `eval`."""
 from __future__ import annotations
@@ -17,7 +18,7 @@ UPRIGHT_VIEWS = tuple(view for view in VIEWS if view[0] % 2 == 0)  # vertical li
 def views_for(task: str) -> tuple:
     """The views a task's model restores as well as the frame itself: all eight, or the four upright ones for
     the tasks of degradations.UPRIGHT_TASKS (derain: on its side, rain turns horizontal, which no training
-    draw holds; the eight views lost 2.8 dB on the held-out recipe, README "Against the tools ...")."""
+    draw holds; the eight views lost 2.8 dB on the held-out recipe, README "The self-ensemble")."""
     from streamrestore.tasks.degradations import UPRIGHT_TASKS
 
     return UPRIGHT_VIEWS if task in UPRIGHT_TASKS else VIEWS
