@@ -344,6 +344,14 @@ def test_clear_and_detail_share_with_a_paired_folder(folder):
         make_images(folder / "pairs" / sub, count=2, width=48, height=40)
     refused(folder, [*TRAIN, "--paired", "pairs", "--patch", "32", "--clear-share", "0.3"], "--clear-share", "--data")
     refused(folder, [*TRAIN, "--paired", "pairs", "--patch", "32", "--detail-share", "0.3"], "--detail-share", "--data")
+    refused(folder, [*TRAIN, "--paired", "pairs", "--patch", "32", "--read-noise-only"], "--read-noise-only", "--data")
+
+
+def test_read_noise_only_for_another_task(folder):
+    make_images(folder / "photos", count=2, width=48, height=40)
+    command = ["train", "--task", "derain", "--iters", "1", "--batch", "1", "--quiet", "--out", "w.safetensors"]
+    refused(folder, [*command, "--data", "photos", "--patch", "32", "--read-noise-only"], "--read-noise-only",
+            "--task derain")
 
 
 def vgg_state(shapes_ok: bool = True) -> dict[str, torch.Tensor]:

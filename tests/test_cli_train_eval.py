@@ -91,13 +91,14 @@ def test_train_then_eval_on_its_own_weights(photos, tmp_path):
     weights = tmp_path / "w.safetensors"
     result = cli("train", "--task", "denoise", "--data", photos, "--out", weights, "--iters", 3, "--batch", 2,
                  "--patch", 32, "--stage", "both", "--holdout-every", 0, "--sde-lambda", 4, "--origin-weight", 2,
-                 "--clear-share", 0.25, "--psnr-balance", 1.5, "--detail-share", 0.5, "--quiet")
+                 "--clear-share", 0.25, "--psnr-balance", 1.5, "--detail-share", 0.5, "--read-noise-only", "--quiet")
     assert result.returncode == 0, result.stderr
     card = json.loads(weights.with_suffix(".json").read_text())
     assert card["task"] == "denoise" and card["architecture"]["parameters"] > 0
     assert card["schedule"]["lambda"] == pytest.approx(4 / 255) and card["losses"]["lambda_og"] == 2.0
     assert card["training"]["clear_share"] == 0.25 and card["training"]["psnr_balance"] == 1.5
-    assert card["training"]["detail_share"] == 0.5
+    assert card["training"]["detail_share"] == 0.5 and card["training"]["read_noise_only"] is True
+    assert "random_read_noise" in card["data"]["degradation"]
     assert card["architecture"]["macs_per_pixel"] > 0 and "FFT" in card["losses"]["perceptual"]
     assert [c[0] for c in card["training"]["loss_curve"]] == ["linear", "nonlinear"]
     result = cli("eval", "--task", "denoise", "--data", photos, "--weights", weights, "--baseline-weights", weights,

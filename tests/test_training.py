@@ -293,3 +293,38 @@ def test_detail_share_draws_textured_crops_that_much_more_often(tmp_path):
     assert abs(shares[0.0] - 0.5) < 0.08 and abs(shares[0.5] - 0.72) < 0.08 and shares[1.0] > 0.92
     _, hq = SyntheticClips(files, "denoise", 32, frames=2, seed=2, detail_share=1.0).batch(60)
     assert textured(hq[0]) > 0.85
+
+
+def test_read_noise_only_draws_plain_gaussian_noise(tmp_path):
+    """`--read-noise-only` (denoise): every draw is Gaussian read noise of one sigma in 2-55 levels, independent from
+    pixel to pixel and of the brightness: no shot noise (stronger on bright pixels), no chroma blotches or JPEG
+    (which correlate neighbouring pixels). The sensor family it replaces fails both checks on some draws."""
+    import cv2
+
+    from streamrestore.training.data import SyntheticClips, SyntheticPairs
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    ramp = np.broadcast_to(np.linspace(60, 195, 96, dtype=np.float32)[None, :, None], (96, 96, 3))
+    cv2.imwrite(str(folder / "ramp.png"), ramp.astype(np.uint8))
+    files = sorted(folder.iterdir())
+
+    def statistics(lq, hq):
+        """Per draw: noise std in levels, correlation of horizontal neighbours, and the noise std on the brighter
+        half over that on the darker half (the ramp runs left to right after any flip or turn; both halves)."""
+        rows = []
+        for noisy, clean in zip(lq.numpy(), hq.numpy()):
+            noise = (noisy - clean)[0] * 255
+            neighbours = np.corrcoef(noise[:, :-1].ravel(), noise[:, 1:].ravel())[0, 1]
+            bright = clean[0] > np.median(clean[0])
+            rows.append((noise.std(), neighbours, noise[bright].std() / noise[~bright].std()))
+        return np.array(rows)
+
+    gaussian = statistics(*SyntheticPairs(files, "denoise", 48, seed=5, read_noise_only=True).batch(120))
+    assert gaussian[:, 0].min() > 1.5 and gaussian[:, 0].max() < 56
+    assert np.abs(gaussian[:, 1]).max() < 0.15 and np.abs(gaussian[:, 2] - 1).max() < 0.15
+    family = statistics(*SyntheticPairs(files, "denoise", 48, seed=5).batch(120))
+    assert np.abs(family[:, 1]).max() > 0.3 and np.abs(family[:, 2] - 1).max() > 0.3
+    lq, hq = SyntheticClips(files, "denoise", 48, frames=3, seed=5, read_noise_only=True).batch(4)
+    stds = ((lq - hq) * 255).flatten(3).std(3).mean(2)  # (frames, clips): one sigma per clip, fresh noise
+    assert (stds.std(0) < 0.1 * stds.mean(0) + 0.3).all()

@@ -56,6 +56,9 @@ def add_parser(subparsers, name: str) -> None:
                    help="share of the synthetic training crops that are the most detailed (mean absolute Laplacian) "
                         "of 4 random crops, so fine texture such as fur, moss and foliage, which a small network "
                         "takes for rain or noise, is seen more often (0, the default: every crop at random)")
+    p.add_argument("--read-noise-only", action="store_true",
+                   help="denoise: train on Gaussian read noise alone (sigma 2-55 levels), without the shot noise, "
+                        "chroma blotches and JPEG of the sensor family (default: the whole family)")
     p.add_argument("--psnr-balance", default=TrainConfig.psnr_balance, metavar="LEVELS",
                    type=positive_float("--psnr-balance", zero_ok=True),
                    help="weigh each image's L1 to the clean image by the inverse of its own error plus LEVELS (8-bit), "
@@ -121,22 +124,31 @@ def main(args) -> int:
     if args.init and not Path(args.init).is_file():
         raise UserError(f"--init {args.init}: no such file")
     check_outputs(args, out)
+    if args.read_noise_only and args.task != "denoise":
+        raise UserError(f"--read-noise-only shapes denoise's noise draws; drop it for --task {args.task}")
+    if args.read_noise_only and not args.data:
+        raise UserError("--read-noise-only needs --data (a paired folder's noise is what it is)")
     if args.data:
         files, held = split_folders(args.data, args.holdout_every)
         if args.clip_frames:
             pairs = SyntheticClips(files, args.task, args.patch, args.clip_frames, args.seed,
-                                   clear_share=args.clear_share, detail_share=args.detail_share)
+                                   clear_share=args.clear_share, detail_share=args.detail_share,
+                                   read_noise_only=args.read_noise_only)
         else:
             pairs = SyntheticPairs(files, args.task, args.patch, args.seed, clear_share=args.clear_share,
-                                   detail_share=args.detail_share)
+                                   detail_share=args.detail_share, read_noise_only=args.read_noise_only)
         data = {"kind": "synthetic degradations of clean photographs", "folder": ", ".join(args.data),
                 "images": [f.name for f in files], "held_out": [f.name for f in held],
-                "degradation": f"streamrestore.tasks.degradations.TRAIN_SAMPLERS[{args.task!r}]"}
+                "degradation": ("streamrestore.tasks.degradations.random_read_noise (--read-noise-only)"
+                                if args.read_noise_only else
+                                f"streamrestore.tasks.degradations.TRAIN_SAMPLERS[{args.task!r}]")}
         if args.clip_frames:
             data.update(kind=f"pseudo-clips of {args.clip_frames} frames from clean photographs (streamrestore.training.data."
                              "SyntheticClips: camera paths, moving pasted objects)",
-                        degradation=f"streamrestore.tasks.degradations.CLIP_SAMPLERS[{args.task!r}] (parameters fixed per "
-                                    "clip, noise fresh per frame)")
+                        degradation=("streamrestore.tasks.degradations.clip_read_noise (--read-noise-only; "
+                                     if args.read_noise_only else
+                                     f"streamrestore.tasks.degradations.CLIP_SAMPLERS[{args.task!r}] (")
+                        + "parameters fixed per clip, noise fresh per frame)")
     elif args.clip_frames:
         raise UserError("--clip-frames needs --data (pseudo-clips are made from clean photographs)")
     elif args.clear_share is not None:
@@ -153,7 +165,8 @@ def main(args) -> int:
                          sampling_time_fraction=args.sampling_time_fraction, two_step_weight=args.two_step_weight,
                          perceptual_weights=args.perceptual_weights, clip_frames=args.clip_frames,
                          sde_lambda=args.sde_lambda, lambda_og=args.origin_weight, psnr_balance=args.psnr_balance,
-                         clear_share=pairs.clear_share if args.data else None, detail_share=args.detail_share)
+                         clear_share=pairs.clear_share if args.data else None, detail_share=args.detail_share,
+                         read_noise_only=args.read_noise_only)
     card = {"date": datetime.date.today().isoformat(), "data": data,
             "kind": "cnn-baseline" if args.stage == "baseline" else "ir-cm"}
     train(config, pairs, out, resume=args.resume, card=card, progress=not args.quiet and sys.stderr.isatty(),

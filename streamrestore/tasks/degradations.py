@@ -170,6 +170,16 @@ def random_noise(image, rng):
     return sensor_noise(image, rng, **noise_params(rng))
 
 
+def read_noise_sigma(rng) -> float:
+    """Gaussian read noise alone, sigma log-uniform in 2-55 levels, as noise_params draws it (no shot noise, chroma
+    or JPEG): the draws of `train --read-noise-only`."""
+    return float(np.exp(rng.uniform(np.log(2), np.log(55)))) / 255
+
+
+def random_read_noise(image, rng):
+    return add_noise(image, rng, read_noise_sigma(rng))
+
+
 def blur_kernel(rng):
     """A motion kernel of 5-25 px: half straight lines at any angle, half shaken-camera trajectories."""
     if rng.random() < 0.5:
@@ -301,6 +311,11 @@ def clip_noise(rng):
     return lambda image, frame_rng: sensor_noise(image, frame_rng, **params)
 
 
+def clip_read_noise(rng):
+    sigma = read_noise_sigma(rng)
+    return lambda image, frame_rng: add_noise(image, frame_rng, sigma)
+
+
 def clip_blur(rng):
     kernel = blur_kernel(rng)
     sigma = rng.uniform(0, 0.02)
@@ -333,6 +348,7 @@ UPRIGHT_TASKS = frozenset({"derain"})
 TRAIN_SAMPLERS = {"derain": random_rain, "denoise": random_noise, "deblur": random_blur, "lowlight": random_lowlight}
 EVAL_SAMPLERS = {"derain": eval_rain, "denoise": eval_noise, "deblur": eval_blur, "lowlight": eval_lowlight}
 CLIP_SAMPLERS = {"derain": clip_rain, "denoise": clip_noise, "deblur": clip_blur, "lowlight": clip_lowlight}
+READ_NOISE_SAMPLERS = (random_read_noise, clip_read_noise)  # denoise's (pair, clip) samplers, --read-noise-only
 SCENE_SAMPLERS = {"derain": random_dark_scene}  # applied to the clean patch before the degradation
 assert tuple(TRAIN_SAMPLERS) == TASKS, "streamrestore.choices.TASKS names every task's samplers"
 

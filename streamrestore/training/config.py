@@ -30,6 +30,7 @@ class TrainConfig:
     clip_frames: int = 0  # > 0: temporal training on pseudo-clips of this many frames (recurrent model)
     sde_lambda: float = 10.0  # stationary std of the mean-reverting SDE in 8-bit levels (IR-SDE's lambda; 10 there)
     clear_share: float | None = None  # share of draws left undegraded (None: the task's degradations.CLEAR_SHARE)
+    read_noise_only: bool = False  # denoise: Gaussian read noise alone (degradations.random_read_noise)
     detail_share: float = 0.0  # share of training crops that are the most detailed of data.DETAIL_CANDIDATES random ones
     history_lr_scale: float = 10.0  # the history convolution learns this much faster (and without decay)
     psnr_balance: float = 0.0  # > 0: each image's L1 to the clean image weighted by 1 / (its own L1 + this, in 8-bit

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 from streamrestore.io.images import read_rgb8
-from streamrestore.tasks.degradations import CLEAR_SHARE, CLIP_SAMPLERS, SCENE_SAMPLERS, TRAIN_SAMPLERS
+from streamrestore.tasks.degradations import (CLEAR_SHARE, CLIP_SAMPLERS, READ_NOISE_SAMPLERS, SCENE_SAMPLERS,
+                                              TRAIN_SAMPLERS)
 
 MARGIN = 16  # degrade a larger crop, then cut the border, so blur kernels see real neighbours
 DETAIL_CANDIDATES = 4  # a detail draw keeps the most detailed of this many crops
@@ -39,12 +40,14 @@ class SyntheticPairs:
     """(lq, hq) batches: clean patches at a random scale (0.35-1.0), degraded by the task's train sampler;
     `clear_share` of them left as they are (None: the task's CLEAR_SHARE), so the model learns to keep a
     clean frame untouched; `detail_share` of the crops are the most detailed of DETAIL_CANDIDATES, so fine
-    texture, which a small network mistakes for rain or noise, is seen more often."""
+    texture, which a small network mistakes for rain or noise, is seen more often; `read_noise_only` (denoise):
+    Gaussian read noise alone, without the shot noise, chroma and JPEG of the sensor family."""
 
     def __init__(self, files, task: str, patch: int, seed: int = 0, clear_share: float | None = None,
-                 detail_share: float = 0.0):
+                 detail_share: float = 0.0, read_noise_only: bool = False):
         self.images = [read_rgb8(f) for f in files]
-        self.degrade = TRAIN_SAMPLERS[task]
+        self.read_noise_only = read_noise_only
+        self.degrade = READ_NOISE_SAMPLERS[0] if read_noise_only else TRAIN_SAMPLERS[task]
         self.scene = SCENE_SAMPLERS.get(task, lambda image, rng: image)
         self.patch = patch
         self.clear_share = CLEAR_SHARE.get(task, 0.0) if clear_share is None else clear_share
@@ -115,10 +118,10 @@ class SyntheticClips(SyntheticPairs):
     rain streaks and grain are drawn fresh every frame; `clear_share` of the clips are left clean."""
 
     def __init__(self, files, task: str, patch: int, frames: int, seed: int = 0, static_share: float = 0.4,
-                 clear_share: float | None = None, detail_share: float = 0.0):
-        super().__init__(files, task, patch, seed, clear_share, detail_share)
+                 clear_share: float | None = None, detail_share: float = 0.0, read_noise_only: bool = False):
+        super().__init__(files, task, patch, seed, clear_share, detail_share, read_noise_only)
         self.frames, self.static_share = frames, static_share
-        self.clip_degrade = CLIP_SAMPLERS[task]
+        self.clip_degrade = READ_NOISE_SAMPLERS[1] if read_noise_only else CLIP_SAMPLERS[task]
 
     def _sprite(self) -> tuple[np.ndarray, np.ndarray]:
         size = int(self.rng.integers(self.patch // 6, self.patch // 2))
