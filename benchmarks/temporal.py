@@ -2,7 +2,7 @@
 
     python benchmarks/temporal.py [--tasks denoise derain lowlight] [--clips A.avi B.mp4 ...] [--frames 60]
         [--width 320] [--temporal-weights 'runs/{task}-temporal.safetensors'] [--size base] [--steps 2]
-        [--self-ensemble] [--out benchmarks/results]
+        [--one-frame-weights PATH] [--self-ensemble] [--out benchmarks/results]
 
 --size base puts the shipped `base` one-frame weights (the CUDA default) in the one-frame rows, beside the
 `small` video model, so a CUDA stream's choice between them is measured. --self-ensemble runs both models
@@ -448,6 +448,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="temporal checkpoint; {task} in it is replaced by the task (default: the shipped one)")
     p.add_argument("--size", default="small", choices=SIZE_NAMES,
                    help="which shipped one-frame weights (default: small; base: the CUDA default, run here on the CPU)")
+    p.add_argument("--one-frame-weights", metavar="PATH",
+                   help="one-frame checkpoint instead of the shipped one; {task} in it is replaced by the task")
     p.add_argument("--steps", type=_whole(1), default=1,
                    help="sampling steps of both models (1, the default run's; 2 and more at each card's second time)")
     p.add_argument("--self-ensemble", action="store_true",
@@ -476,10 +478,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     from streamrestore.errors import UserError
     from streamrestore.tasks import shipped_weights
 
-    try:  # resolved once here: build_restorers takes each task's one-frame weights from this
-        args.one_frame_weights = {task: shipped_weights(task, args.size) for task in args.tasks}
-    except UserError as error:
-        p.error(f"--size {args.size}: {error}")
+    if args.one_frame_weights:
+        if "{task}" not in args.one_frame_weights and len(args.tasks) > 1:
+            p.error(f"--one-frame-weights {args.one_frame_weights}: put {{task}} in the path when running several "
+                    "tasks")
+        given = {task: Path(args.one_frame_weights.replace("{task}", task)) for task in args.tasks}
+        for path in given.values():
+            if not path.is_file():
+                p.error(f"--one-frame-weights {path}: no such file")
+        args.one_frame_weights = given
+    else:
+        try:  # resolved once here: build_restorers takes each task's one-frame weights from this
+            args.one_frame_weights = {task: shipped_weights(task, args.size) for task in args.tasks}
+        except UserError as error:
+            p.error(f"--size {args.size}: {error}")
     args.command = shlex.join(["python", "benchmarks/temporal.py", *argv])
     return args
 

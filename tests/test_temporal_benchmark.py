@@ -154,6 +154,19 @@ def test_size_base_puts_the_base_weights_in_the_one_frame_rows(tmp_path, tempora
     assert rows["one-frame model"]["psnr_y"] > rows["degraded input"]["psnr_y"] and "temporal + fusion" in rows
 
 
+def test_one_frame_weights_puts_that_checkpoint_in_the_one_frame_rows(tmp_path, temporal_weights, tiny_weights):
+    """--one-frame-weights: a candidate one-frame checkpoint measured beside the shipped video model."""
+    python_only = tmp_path / "bin"
+    python_only.mkdir()
+    env = {**os.environ, "PATH": str(python_only)}  # no ffmpeg: only our rows, quicker
+    result = run_script(*tiny_args(tmp_path, temporal_weights, "given"), "--one-frame-weights", str(tiny_weights),
+                        env=env)
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "given" / "temporal.json").read_text())
+    assert data["weights"]["denoise"]["one-frame"]["path"].endswith(tiny_weights.name)
+    assert "temporal + fusion" in data["results"]["denoise"]["clip.mp4"]["rows"]
+
+
 def test_steps_runs_both_models_at_that_many_steps(tmp_path, temporal_weights):
     """--steps 2: the one-frame and the video rows sample twice (the settings say so, the outputs change)."""
     python_only = tmp_path / "bin"
@@ -178,6 +191,8 @@ def test_steps_runs_both_models_at_that_many_steps(tmp_path, temporal_weights):
     (["--temporal-weights", "missing.safetensors", "--tasks", "denoise"], "missing.safetensors: no such file"),
     (["--temporal-weights", "one.safetensors"], "put {task} in the path when running several tasks"),
     (["--size", "base", "--tasks", "deblur"], "--size base: no shipped weights deblur-base.safetensors"),
+    (["--one-frame-weights", "gone.safetensors", "--tasks", "denoise"],
+     "--one-frame-weights gone.safetensors: no such file"),
     (["--steps", "2", "--write-cards"], "--write-cards with --steps 2: the cards hold the default run's figures"),
 ])
 def test_bad_options_give_one_line_and_exit_2(bench, capsys, tmp_path, args, words):
