@@ -46,7 +46,6 @@ class SyntheticPairs:
     def __init__(self, files, task: str, patch: int, seed: int = 0, clear_share: float | None = None,
                  detail_share: float = 0.0, read_noise_only: bool = False):
         self.images = [read_rgb8(f) for f in files]
-        self.read_noise_only = read_noise_only
         self.degrade = READ_NOISE_SAMPLERS[0] if read_noise_only else TRAIN_SAMPLERS[task]
         self.scene = SCENE_SAMPLERS.get(task, lambda image, rng: image)
         self.patch = patch
