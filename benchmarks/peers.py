@@ -30,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from streamrestore.backends.self_ensemble import views_for
+from streamrestore.backends.self_ensemble import views_label
 from streamrestore.choices import HOLDOUT_EVERY
 from streamrestore.errors import UserError
 from streamrestore.evaluation.metrics import psnr_y, ssim_y
@@ -95,7 +95,7 @@ def methods_for(task: str, sigma: float | None, steps: list[int], self_ensemble:
             continue
         for n in steps:  # 2 steps and more: at the model card's second sampling time (benchmarks/step_times.py)
             for ensemble in (False, True) if self_ensemble else (False,):
-                views = f" x{len(views_for(task))}" if ensemble else ""
+                views = f" {views_label(task)}" if ensemble else ""
                 methods[f"streamrestore IR-CM {size} {n}-step{views}"] = Restorer(
                     task, steps=n, device="cpu", backend="torch", weights=weights, self_ensemble=ensemble)
     if task == "denoise":

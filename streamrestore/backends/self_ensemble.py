@@ -24,6 +24,11 @@ def views_for(task: str) -> tuple:
     return UPRIGHT_VIEWS if task in UPRIGHT_TASKS else VIEWS
 
 
+def views_label(task: str) -> str:
+    """How tables name a task's ensemble: "x8", or "x4" for the upright tasks."""
+    return f"x{len(views_for(task))}"
+
+
 def to_view(frames: np.ndarray, turns: int, flip: bool) -> np.ndarray:
     """(N, H, W, C) frames mirrored left-right if `flip`, then turned `turns` x 90 degrees anticlockwise."""
     mirrored = frames[:, :, ::-1] if flip else frames

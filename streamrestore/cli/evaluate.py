@@ -77,9 +77,9 @@ def load_eval_pairs(args):
 def ir_cm_row(args, steps: int) -> str:
     """The table's name for IR-CM at `steps`: "IR-CM 2-step"; with --self-ensemble, "IR-CM 2-step x8" (or x4,
     the task's number of views)."""
-    from streamrestore.backends.self_ensemble import views_for
+    from streamrestore.backends.self_ensemble import views_label
 
-    return f"IR-CM {steps}-step" + (f" x{len(views_for(args.task))}" if args.self_ensemble else "")
+    return f"IR-CM {steps}-step" + (f" {views_label(args.task)}" if args.self_ensemble else "")
 
 
 def _write_card(args, images: list[str], rows: dict, key: str = "eval") -> None:

@@ -126,8 +126,6 @@ def main(args) -> int:
     check_outputs(args, out)
     if args.read_noise_only and args.task != "denoise":
         raise UserError(f"--read-noise-only shapes denoise's noise draws; drop it for --task {args.task}")
-    if args.read_noise_only and not args.data:
-        raise UserError("--read-noise-only needs --data (a paired folder's noise is what it is)")
     if args.data:
         files, held = split_folders(args.data, args.holdout_every)
         if args.clip_frames:
@@ -143,18 +141,20 @@ def main(args) -> int:
                                 if args.read_noise_only else
                                 f"streamrestore.tasks.degradations.TRAIN_SAMPLERS[{args.task!r}]")}
         if args.clip_frames:
+            clip_sampler = ("clip_read_noise (--read-noise-only)" if args.read_noise_only
+                            else f"CLIP_SAMPLERS[{args.task!r}]")
             data.update(kind=f"pseudo-clips of {args.clip_frames} frames from clean photographs (streamrestore.training.data."
                              "SyntheticClips: camera paths, moving pasted objects)",
-                        degradation=("streamrestore.tasks.degradations.clip_read_noise (--read-noise-only; "
-                                     if args.read_noise_only else
-                                     f"streamrestore.tasks.degradations.CLIP_SAMPLERS[{args.task!r}] (")
-                        + "parameters fixed per clip, noise fresh per frame)")
+                        degradation=f"streamrestore.tasks.degradations.{clip_sampler} (parameters fixed per clip, "
+                                    "noise fresh per frame)")
     elif args.clip_frames:
         raise UserError("--clip-frames needs --data (pseudo-clips are made from clean photographs)")
     elif args.clear_share is not None:
         raise UserError("--clear-share needs --data (a paired folder's lq/ images are what they are)")
     elif args.detail_share:
         raise UserError("--detail-share needs --data (a paired folder's crops are drawn at random)")
+    elif args.read_noise_only:
+        raise UserError("--read-noise-only needs --data (a paired folder's noise is what it is)")
     else:
         pair_list = paired_files(args.paired)
         pairs = PairedPatches(pair_list, args.patch, args.seed)

@@ -156,10 +156,16 @@ def random_dark_scene(image, rng, share=0.2):
     return image * rng.uniform(0.15, 0.6) if rng.random() < share else image
 
 
+def read_noise_sigma(rng) -> float:
+    """Gaussian read noise sigma, log-uniform in 2-55 levels (as many draws below 15 as above): the family's read
+    noise, and alone the draws of `train --read-noise-only`."""
+    return float(np.exp(rng.uniform(np.log(2), np.log(55)))) / 255
+
+
 def noise_params(rng) -> dict:
     """sensor_noise parameters from the whole family: read noise sigma log-uniform in 2-55 levels (as many draws
     below 15 as above), shot noise in 30% of draws, chroma blotches in 25%, a JPEG round trip in 25%."""
-    return dict(sigma=float(np.exp(rng.uniform(np.log(2), np.log(55)))) / 255,
+    return dict(sigma=read_noise_sigma(rng),
                 peak=float(rng.uniform(20, 300)) if rng.random() < 0.3 else None,
                 chroma=float(rng.uniform(3, 20)) / 255 if rng.random() < 0.25 else 0.0,
                 chroma_blur=float(rng.uniform(0.8, 2.5)),
@@ -168,12 +174,6 @@ def noise_params(rng) -> dict:
 
 def random_noise(image, rng):
     return sensor_noise(image, rng, **noise_params(rng))
-
-
-def read_noise_sigma(rng) -> float:
-    """Gaussian read noise alone, sigma log-uniform in 2-55 levels, as noise_params draws it (no shot noise, chroma
-    or JPEG): the draws of `train --read-noise-only`."""
-    return float(np.exp(rng.uniform(np.log(2), np.log(55)))) / 255
 
 
 def random_read_noise(image, rng):
@@ -348,7 +348,6 @@ UPRIGHT_TASKS = frozenset({"derain"})
 TRAIN_SAMPLERS = {"derain": random_rain, "denoise": random_noise, "deblur": random_blur, "lowlight": random_lowlight}
 EVAL_SAMPLERS = {"derain": eval_rain, "denoise": eval_noise, "deblur": eval_blur, "lowlight": eval_lowlight}
 CLIP_SAMPLERS = {"derain": clip_rain, "denoise": clip_noise, "deblur": clip_blur, "lowlight": clip_lowlight}
-READ_NOISE_SAMPLERS = (random_read_noise, clip_read_noise)  # denoise's (pair, clip) samplers, --read-noise-only
 SCENE_SAMPLERS = {"derain": random_dark_scene}  # applied to the clean patch before the degradation
 assert tuple(TRAIN_SAMPLERS) == TASKS, "streamrestore.choices.TASKS names every task's samplers"
 

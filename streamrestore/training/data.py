@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from streamrestore.io.images import read_rgb8
-from streamrestore.tasks.degradations import (CLEAR_SHARE, CLIP_SAMPLERS, READ_NOISE_SAMPLERS, SCENE_SAMPLERS,
-                                              TRAIN_SAMPLERS)
+from streamrestore.tasks.degradations import (CLEAR_SHARE, CLIP_SAMPLERS, SCENE_SAMPLERS, TRAIN_SAMPLERS,
+                                              clip_read_noise, random_read_noise)
 
 MARGIN = 16  # degrade a larger crop, then cut the border, so blur kernels see real neighbours
 DETAIL_CANDIDATES = 4  # a detail draw keeps the most detailed of this many crops
@@ -46,7 +46,7 @@ class SyntheticPairs:
     def __init__(self, files, task: str, patch: int, seed: int = 0, clear_share: float | None = None,
                  detail_share: float = 0.0, read_noise_only: bool = False):
         self.images = [read_rgb8(f) for f in files]
-        self.degrade = READ_NOISE_SAMPLERS[0] if read_noise_only else TRAIN_SAMPLERS[task]
+        self.degrade = random_read_noise if read_noise_only else TRAIN_SAMPLERS[task]
         self.scene = SCENE_SAMPLERS.get(task, lambda image, rng: image)
         self.patch = patch
         self.clear_share = CLEAR_SHARE.get(task, 0.0) if clear_share is None else clear_share
@@ -120,7 +120,7 @@ class SyntheticClips(SyntheticPairs):
                  clear_share: float | None = None, detail_share: float = 0.0, read_noise_only: bool = False):
         super().__init__(files, task, patch, seed, clear_share, detail_share, read_noise_only)
         self.frames, self.static_share = frames, static_share
-        self.clip_degrade = READ_NOISE_SAMPLERS[1] if read_noise_only else CLIP_SAMPLERS[task]
+        self.clip_degrade = clip_read_noise if read_noise_only else CLIP_SAMPLERS[task]
 
     def _sprite(self) -> tuple[np.ndarray, np.ndarray]:
         size = int(self.rng.integers(self.patch // 6, self.patch // 2))
