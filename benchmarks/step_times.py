@@ -4,8 +4,8 @@ Algorithm 3 re-noises the first origin estimate to t_2 and restores again. Multi
 sampling takes its intermediate times as an input (Song et al., "Consistency Models", ICML 2023,
 Algorithm 1), so they can be chosen per model by measuring. Here, for each shipped IR-CM checkpoint:
 the training photographs of --data (never the held-out ones: streamrestore.io.images.split_folders),
-degraded by the task's evaluation recipe with seeds the README's evaluation does not use, restored at
-1 step and at 2 steps for each candidate t_2; the mean Y-PSNR of each goes in the table, and with
+degraded by the task's evaluation recipe with seeds the README's evaluation does not use (or, with
+--draws train, by one draw of the task's training sampler each), restored at 1 step and at 2 steps for each candidate t_2; the mean Y-PSNR of each goes in the table, and with
 --write-cards the best t_2 goes in the model card (`sampling.second_time`), which every backend then
 samples with (T, t_2, t_2/2, ...; streamrestore.model.sampler.sampling_times). A video model is measured
 on the photographs as a stream's first frame.
@@ -26,11 +26,11 @@ from streamrestore import Restorer
 from streamrestore.choices import HOLDOUT_EVERY, SIZE_NAMES
 from streamrestore.errors import UserError
 from streamrestore.evaluation.metrics import psnr_y
-from streamrestore.evaluation.quality import fit_long_side, synthetic_pairs
+from streamrestore.evaluation.quality import EvalPair, fit_long_side, synthetic_pairs
 from streamrestore.io.images import read_rgb8, split_folders
 from streamrestore.model.checkpoint import read_card, write_card
 from streamrestore.tasks import shipped_weights
-from streamrestore.tasks.degradations import TASKS
+from streamrestore.tasks.degradations import SCENE_SAMPLERS, TASKS, TRAIN_SAMPLERS
 
 DATA = Path(__file__).resolve().parents[2] / "shared/data"
 CANDIDATES = (50, 35, 25, 18, 12, 9, 6, 4, 3, 2, 1)  # the halving ladder from T/2 and the steps between
@@ -58,6 +58,21 @@ def training_photographs(folders: list[str], count: int | None, max_side: int) -
     return {f.name: fit_long_side(read_rgb8(f), max_side) for f in files}
 
 
+def training_draw_pairs(images: dict[str, np.ndarray], task: str, seed: int) -> list[EvalPair]:
+    """Each photograph degraded by one draw of the task's training sampler, its scene draw first (derain's
+    night scenes), with its own seeded generator: the spread of degradations the model was trained on,
+    where the evaluation recipe is one point of it."""
+    def uint8(image):
+        return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+    pairs = []
+    for i, (name, clean) in enumerate(sorted(images.items())):
+        rng = np.random.default_rng(seed + i)
+        scene = SCENE_SAMPLERS.get(task, lambda image, rng: image)(clean.astype(np.float32) / 255, rng)
+        pairs.append(EvalPair(name, uint8(TRAIN_SAMPLERS[task](scene, rng)), uint8(scene)))
+    return pairs
+
+
 def mean_psnr(restorer, pairs) -> float:
     return round(float(np.mean([psnr_y(restorer(p.lq), p.hq) for p in pairs])), 3)
 
@@ -74,10 +89,13 @@ def measure(task: str, weights: Path, pairs, candidates) -> dict:
             "two_step": two_step, "second_time": best}
 
 
-def write_choice(weights: Path, row: dict, images: list[str], command: str) -> None:
+DRAWS = {"recipe": "the task's evaluation recipe", "train": "one draw each of the task's training sampler"}
+
+
+def write_choice(weights: Path, row: dict, images: list[str], command: str, draws: str) -> None:
     card = read_card(weights)
     card["sampling"] = {"second_time": row["second_time"], "date": date.today().isoformat(), "command": command,
-                        "chosen_on": f"{len(images)} training photographs, the task's evaluation recipe",
+                        "chosen_on": f"{len(images)} training photographs, {DRAWS[draws]}",
                         "images": images, "psnr_y": {k: row[k] for k in ("input", "one_step", "two_step")}}
     write_card(weights, card)  # atomic: a crash never leaves half a card
 
@@ -92,6 +110,9 @@ def main(argv=None) -> int:
     p.add_argument("--candidates", nargs="+", type=int, default=list(CANDIDATES))
     p.add_argument("--weights", nargs="+", help="checkpoints of the first --tasks entry (default: every shipped one)")
     p.add_argument("--out", default="benchmarks/results/step-times")
+    p.add_argument("--draws", choices=sorted(DRAWS), default="recipe",
+                   help="degrade the photographs by the task's evaluation recipe, or by one draw each of its "
+                        "training sampler (the whole family it was trained on)")
     p.add_argument("--write-cards", action="store_true", help="store the best second time in each model card")
     args = p.parse_args(argv)
     for folder in args.data:
@@ -101,12 +122,13 @@ def main(argv=None) -> int:
     models = [(args.tasks[0], Path(w)) for w in args.weights] if args.weights else shipped_models(args.tasks)
     images = training_photographs(args.data, args.images, args.max_side)
     command = "python benchmarks/step_times.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    results = {"images": sorted(images), "max_side": args.max_side, "seed": SEED, "models": {}}
+    results = {"images": sorted(images), "max_side": args.max_side, "seed": SEED, "draws": args.draws, "models": {}}
+    make_pairs = training_draw_pairs if args.draws == "train" else synthetic_pairs
     lines = ["| weights | input | 1-step | " + " | ".join(f"t2={t}" for t in args.candidates) + " | chosen |",
              "|---|---|---|" + "---|" * len(args.candidates) + "---|"]
     for task, weights in models:
         try:
-            row = measure(task, weights, synthetic_pairs(images, task, SEED), args.candidates)
+            row = measure(task, weights, make_pairs(images, task, SEED), args.candidates)
         except UserError as error:
             print(f"step_times.py: error: {error}", file=sys.stderr)
             return 2
@@ -115,7 +137,7 @@ def main(argv=None) -> int:
         lines.append(f"| {weights.name} | {row['input']:.2f} | {row['one_step']:.2f} | {cells} | {row['second_time']} |")
         print(lines[-1], flush=True)
         if args.write_cards:
-            write_choice(weights, row, sorted(images), command)
+            write_choice(weights, row, sorted(images), command, args.draws)
     write_table(Path(args.out), results, lines)
     return 0
 

@@ -17,6 +17,8 @@ from media import make_clip, make_images
 from streamrestore.backends.registry import create_backend
 from streamrestore.choices import HOLDOUT_EVERY
 from streamrestore.errors import UserError
+from streamrestore.evaluation.metrics import psnr_y
+from streamrestore.evaluation.quality import synthetic_pairs
 from streamrestore.io.images import split_folders
 from streamrestore.model.checkpoint import load_model, read_card, save_model
 from streamrestore.model.frames import RestoreFrames, noise_shape
@@ -96,19 +98,21 @@ def test_run_with_a_bad_second_time_refuses_and_writes_nothing(tmp_path, card_we
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
-def test_step_times_chooses_the_best_on_training_photographs_and_writes_the_card(tmp_path, card_weights):
+@pytest.mark.parametrize("draws", ["recipe", "train"])
+def test_step_times_chooses_the_best_on_training_photographs_and_writes_the_card(tmp_path, card_weights, draws):
     photos = tmp_path / "photos"
     make_images(photos, count=7, width=48, height=40)
     held_out = {p.name for p in split_folders([str(photos)], HOLDOUT_EVERY)[1]}
     assert held_out
     out = tmp_path / "st"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/step_times.py"), "--tasks", "denoise",
-                           "--weights", str(card_weights), "--data", str(photos), "--images", "0",
+                           "--weights", str(card_weights), "--data", str(photos), "--images", "0", "--draws", draws,
                            "--candidates", "50", "10", "2", "--write-cards", "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     row = json.loads(out.with_suffix(".json").read_text())["models"][card_weights.name]
     chosen = read_card(card_weights)["sampling"]
+    assert ("training sampler" in chosen["chosen_on"]) == (draws == "train")
     assert set(chosen["images"]).isdisjoint(held_out) and len(chosen["images"]) == 7 - len(held_out)
     assert chosen["second_time"] == row["second_time"] == max((50, 10, 2), key=lambda t: row["two_step"][str(t)])
     assert chosen["psnr_y"]["two_step"] == row["two_step"]
@@ -129,3 +133,25 @@ def test_export_writes_a_graph_that_samples_at_the_cards_second_time(tmp_path, c
     got = session.run(None, {"frames": frames, "noise": noise})[0].astype(int)
     assert np.abs(got - by_hand(card_weights, frames, 10)).max() <= 1
     assert np.abs(got - by_hand(card_weights, frames, None)).mean() > 1
+
+
+def test_training_draws_span_the_family_and_repeat_with_the_seed():
+    """--draws train: each photograph gets its own draw of the training sampler (denoise: sigma 2-55 levels,
+    so the inputs' Y-PSNR spreads over many dB, where the sigma-25 recipe keeps them within one), the same
+    draws for the same seed; derain's night-scene draws darken the target as training does."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from step_times import training_draw_pairs
+
+    rng = np.random.default_rng(0)
+    images = {f"p{i}.png": rng.integers(40, 216, (32, 40, 3), dtype=np.uint8) for i in range(12)}
+    pairs = training_draw_pairs(images, "denoise", 7)
+    again = training_draw_pairs(images, "denoise", 7)
+    assert all(np.array_equal(a.lq, b.lq) for a, b in zip(pairs, again))
+    assert all(np.array_equal(p.hq, images[p.name]) for p in pairs)
+    spread = [psnr_y(p.lq, p.hq) for p in pairs]
+    assert max(spread) - min(spread) > 6
+    recipe = [psnr_y(p.lq, p.hq) for p in synthetic_pairs(images, "denoise", 7)]
+    assert max(recipe) - min(recipe) < 1
+    rain = training_draw_pairs(images, "derain", 7)
+    darker = [p for p in rain if p.hq.mean() < 0.7 * images[p.name].mean()]
+    assert 0 < len(darker) < len(rain)
