@@ -5,10 +5,11 @@ sampling takes its intermediate times as an input (Song et al., "Consistency Mod
 Algorithm 1), so they can be chosen per model by measuring. Here, for each shipped IR-CM checkpoint:
 the training photographs of --data (never the held-out ones: streamrestore.io.images.split_folders),
 degraded by the task's evaluation recipe with seeds the README's evaluation does not use (or, with
---draws train, by one draw of the task's training sampler each), restored at 1 step and at 2 steps for each candidate t_2; the mean Y-PSNR of each goes in the table, and with
---write-cards the best t_2 goes in the model card (`sampling.second_time`), which every backend then
-samples with (T, t_2, t_2/2, ...; streamrestore.model.sampler.sampling_times). A video model is measured
-on the photographs as a stream's first frame.
+--draws train, by one draw of the task's training sampler each), restored at 1 step and at 2 steps
+for each candidate t_2; the mean Y-PSNR of each goes in the table, and with --write-cards the best t_2
+goes in the model card (`sampling.second_time`), which every backend then samples with (T, t_2,
+t_2/2, ...; streamrestore.model.sampler.sampling_times). A video model is measured on the photographs
+as a stream's first frame.
 
     python benchmarks/step_times.py --write-cards --out benchmarks/results/step-times
 """

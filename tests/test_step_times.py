@@ -25,6 +25,9 @@ from streamrestore.model.frames import RestoreFrames, noise_shape
 from streamrestore.model.sampler import NoisePolicy, sampling_times, useful_steps
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from step_times import training_draw_pairs  # noqa: E402
+
 CLI = [sys.executable, "-m", "streamrestore.cli"]
 
 pytestmark = pytest.mark.usefixtures("shared_engine_cache")
@@ -139,9 +142,6 @@ def test_training_draws_span_the_family_and_repeat_with_the_seed():
     """--draws train: each photograph gets its own draw of the training sampler (denoise: sigma 2-55 levels,
     so the inputs' Y-PSNR spreads over many dB, where the sigma-25 recipe keeps them within one), the same
     draws for the same seed; derain's night-scene draws darken the target as training does."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from step_times import training_draw_pairs
-
     rng = np.random.default_rng(0)
     images = {f"p{i}.png": rng.integers(40, 216, (32, 40, 3), dtype=np.uint8) for i in range(12)}
     pairs = training_draw_pairs(images, "denoise", 7)
