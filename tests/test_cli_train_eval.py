@@ -145,6 +145,9 @@ def test_train_and_eval_refuse_bad_data(tmp_path, case, run_main):
     (["--origin-weight", "-1"], "--origin-weight"),
     (["--clear-share", "1.5"], "--clear-share"),
     (["--psnr-balance", "-1"], "--psnr-balance"),
+    (["--workers", "-1"], "--workers"),
+    (["--time-limit", "0"], "--time-limit"),
+    (["--time-limit", "soon"], "--time-limit"),
 ])
 def test_train_refuses_bad_options(photos, tmp_path, args, needle, run_main):
     base = {"--task": "derain", "--data": str(photos), "--out": str(tmp_path / "w.safetensors")}
@@ -152,6 +155,25 @@ def test_train_refuses_bad_options(photos, tmp_path, args, needle, run_main):
         base[key] = value
     flat = [x for kv in base.items() for x in kv]
     assert_one_line_error(run_main("train", *flat, *[a for a in args if a not in base and a not in base.values()]), needle)
+
+
+def test_train_time_limit_stops_and_resume_finishes(photos, tmp_path, run_main):
+    """A run stopped by --time-limit says where and how to go on; the same command without --resume is refused
+    (its state would be lost), with --resume it finishes the stages."""
+    weights = tmp_path / "w.safetensors"
+    args = ["train", "--task", "deblur", "--data", photos, "--out", weights, "--iters", 2, "--batch", 2,
+            "--patch", 32, "--stage", "both", "--holdout-every", 0, "--quiet"]
+    result = run_main(*args, "--time-limit", "0.001")
+    assert result.returncode == 0, result.stderr
+    assert "stopped by --time-limit 0.001 at iteration 1 of 2 of stage linear" in result.stdout
+    assert "--resume continues" in result.stdout
+    assert json.loads(weights.with_suffix(".json").read_text())["training"]["completed"]["stage_index"] == 0
+    assert_one_line_error(run_main(*args), "--resume")
+    result = run_main(*args, "--resume")
+    assert result.returncode == 0 and "stopped" not in result.stdout
+    card = json.loads(weights.with_suffix(".json").read_text())
+    assert card["training"]["completed"]["stage_index"] == 2
+    assert [c[0] for c in card["training"]["loss_curve"]] == ["linear", "nonlinear"]
 
 
 def test_eval_refuses_unknown_steps_and_missing_weights(photos, tmp_path, run_main):

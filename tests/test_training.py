@@ -328,3 +328,63 @@ def test_read_noise_only_draws_plain_gaussian_noise(tmp_path):
     lq, hq = SyntheticClips(files, "denoise", 48, frames=3, seed=5, read_noise_only=True).batch(4)
     stds = ((lq - hq) * 255).flatten(3).std(3).mean(2)  # (frames, clips): one sigma per clip, fresh noise
     assert (stds.std(0) < 0.1 * stds.mean(0) + 0.3).all()
+
+
+def _photo_pairs(tmp_path, seed=3):
+    import cv2
+
+    from streamrestore.training.data import SyntheticPairs
+    rng = np.random.default_rng(1)
+    files = []
+    for i in range(2):
+        yy, xx = np.mgrid[0:64, 0:64]
+        img = (np.stack([yy * 3, xx * 3, (yy + xx) * 2], -1) + rng.integers(0, 30, (64, 64, 3))) % 256
+        files.append(tmp_path / f"p{i}.png")
+        cv2.imwrite(str(files[-1]), img.astype(np.uint8))
+    return SyntheticPairs(files, "derain", 32, seed=seed)
+
+
+def test_a_run_stopped_by_its_time_limit_resumes_to_the_uninterrupted_weights(tmp_path):
+    """--time-limit: the run stops after the iteration past the limit with the state saved (the card on disk says
+    where), and resuming from there ends with bit-identical weights to the same run never stopped: the state keeps
+    the optimiser and both generators' positions, not only the weights."""
+    from streamrestore.model.checkpoint import read_card
+
+    config = TrainConfig(task="derain", iters=3, batch=2, patch=32, stages=["linear", "nonlinear"], seed=4,
+                         two_step_weight=1.0, checkpoint_seconds=1e9)
+    whole = tmp_path / "whole.safetensors"
+    train(config, _photo_pairs(tmp_path), whole, progress=False)
+
+    stopped = tmp_path / "stopped.safetensors"
+    card = train(config, _photo_pairs(tmp_path), stopped, progress=False, time_limit=0.0)
+    assert card["training"]["completed"]["stage_index"] == 0 and card["training"]["completed"]["iteration"] == 1
+    assert read_card(stopped)["training"]["completed"]["iteration"] == 1
+    for _ in range(3):  # stopped after iteration 2 of linear, then at the end of linear, then after 1 of nonlinear
+        card = train(config, _photo_pairs(tmp_path), stopped, resume=True, progress=False, time_limit=0.0)
+    assert (card["training"]["completed"]["stage_index"], card["training"]["completed"]["iteration"]) == (1, 1)
+    card = train(config, _photo_pairs(tmp_path), stopped, resume=True, progress=False)
+    assert card["training"]["completed"]["stage_index"] == 2
+    a, b = load_file(whole), load_file(stopped)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_worker_processes_draw_seeded_batches(tmp_path):
+    """--workers N: batches drawn ahead by N processes are the same for the same seed and count, differ between
+    seeds and between workers (each its own generator), and train like the in-process draws."""
+    from streamrestore.training.data import WorkerBatches
+
+    def first(seed, count=4):
+        draws = WorkerBatches(_photo_pairs(tmp_path), 3, workers=2, seed=seed)
+        try:
+            return [draws.batch(3) for _ in range(count)]
+        finally:
+            draws.close()
+
+    one, again, other = first(11), first(11), first(12)
+    assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(one, again))
+    assert not torch.equal(one[0][0], other[0][0])
+    assert not torch.equal(one[0][1], one[1][1])  # worker 0's first batch is not worker 1's
+    assert one[0][0].shape == (3, 3, 32, 32) and one[0][0].dtype == torch.float32
+    config = TrainConfig(task="derain", iters=2, batch=2, patch=32, stages=["nonlinear"], workers=2)
+    card = train(config, _photo_pairs(tmp_path), tmp_path / "w.safetensors", progress=False)
+    assert card["training"]["workers"] == 2 and card["training"]["completed"]["stage_index"] == 1

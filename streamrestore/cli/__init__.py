@@ -26,12 +26,15 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Every subcommand, or `only` that one (its module alone is imported: `train` runs where PyAV is not
+    installed, as on a lent GPU machine)."""
     parser = _Parser(prog="streamrestore", description="Real-time video restoration with IR-CM.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, module in COMMANDS.items():
-        importlib.import_module(f"streamrestore.cli.{module}").add_parser(sub, name)
+        if only in (None, name):
+            importlib.import_module(f"streamrestore.cli.{module}").add_parser(sub, name)
     return parser
 
 
@@ -69,9 +72,10 @@ def setup_logging(quiet: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _quiet_opencv()
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.command_line = list(sys.argv[1:] if argv is None else argv)  # as typed, for model cards
+    typed = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(typed[0] if typed and typed[0] in COMMANDS else None)
+    args = parser.parse_args(typed)
+    args.command_line = typed  # as typed, for model cards
     setup_logging(getattr(args, "quiet", False))
     try:
         return int(args.handler(args) or 0)

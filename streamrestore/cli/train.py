@@ -65,6 +65,12 @@ def add_parser(subparsers, name: str) -> None:
                         "as mean PSNR weighs images, so mild degradations count as much as heavy ones "
                         "(0, the default: IR-CM's plain mean L1)")
     p.add_argument("--seed", default=TrainConfig.seed, type=int)
+    p.add_argument("--workers", default=TrainConfig.workers, type=positive_int("--workers", minimum=0),
+                   help="processes that draw training batches ahead, so a GPU does not wait on the degradations "
+                        "(0, the default: drawn in the training process; the draws depend on the seed and this count)")
+    p.add_argument("--time-limit", type=positive_float("--time-limit"), metavar="SECONDS",
+                   help="stop after this many seconds of this run, at the end of an iteration, with the training "
+                        "state saved; the same command with --resume continues (for a lent GPU's time)")
     p.add_argument("--holdout-every", default=HOLDOUT_EVERY, type=positive_int("--holdout-every", minimum=0),
                    help="hold out every N-th image of --data (sorted by name) for eval; 0 holds none out")
     p.add_argument("--device", default=TrainConfig.device, type=choice("--device", ("cpu", "cuda")))
@@ -166,10 +172,15 @@ def main(args) -> int:
                          perceptual_weights=args.perceptual_weights, clip_frames=args.clip_frames,
                          sde_lambda=args.sde_lambda, lambda_og=args.origin_weight, psnr_balance=args.psnr_balance,
                          clear_share=pairs.clear_share if args.data else None, detail_share=args.detail_share,
-                         read_noise_only=args.read_noise_only)
+                         read_noise_only=args.read_noise_only, workers=args.workers)
     card = {"date": datetime.date.today().isoformat(), "data": data,
             "kind": "cnn-baseline" if args.stage == "baseline" else "ir-cm"}
-    train(config, pairs, out, resume=args.resume, card=card, progress=not args.quiet and sys.stderr.isatty(),
-          init_weights=args.init)
+    card = train(config, pairs, out, resume=args.resume, card=card, progress=not args.quiet and sys.stderr.isatty(),
+                 init_weights=args.init, time_limit=args.time_limit)
     print(f"wrote {out} and {out.with_suffix('.json')}")
+    done = card["training"]["completed"]
+    if done["stage_index"] < len(config.stages):
+        print(f"stopped by --time-limit {args.time_limit:g} at iteration {done['iteration']} of {config.iters} of "
+              f"stage {config.stages[done['stage_index']]} ({done['seconds']:.0f} s trained in all); the same "
+              f"command with --resume continues")
     return 0

@@ -26,6 +26,7 @@ class TrainConfig:
     device: str = "cpu"
     warmup: int = 100  # iterations of linear learning-rate warm-up
     checkpoint_seconds: float = 120.0
+    workers: int = 0  # processes drawing batches ahead (data.WorkerBatches); 0: drawn in the training process
     perceptual_weights: str | None = None
     clip_frames: int = 0  # > 0: temporal training on pseudo-clips of this many frames (recurrent model)
     sde_lambda: float = 10.0  # stationary std of the mean-reverting SDE in 8-bit levels (IR-SDE's lambda; 10 there)

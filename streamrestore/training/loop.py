@@ -21,6 +21,7 @@ from streamrestore.model.network import SIZES, ConditionalNAFUNet, add_history_i
 from streamrestore.model.sampler import sample, sampling_times
 from streamrestore.model.sde import MeanRevertingSchedule
 from streamrestore.training.config import TrainConfig
+from streamrestore.training.data import WorkerBatches
 from streamrestore.training.losses import VGG16Perceptual, balanced_l1, fft_amplitude_l1, irc_m_loss, two_step_loss
 
 def sample_pair_index(batch: int, T: int, fraction: float, generator: torch.Generator) -> torch.Tensor:
@@ -88,8 +89,10 @@ def state_path(out: Path) -> Path:
 
 
 def train(config: TrainConfig, pairs, out: str | Path, resume: bool = False, card: dict | None = None,
-          progress: bool = True, init_weights: str | None = None) -> dict:
-    """Run the configured stages, checkpointing every few minutes; returns the model card."""
+          progress: bool = True, init_weights: str | None = None, time_limit: float | None = None) -> dict:
+    """Run the configured stages, checkpointing every few minutes; returns the model card. With `time_limit`
+    (seconds of this call), stop at the end of the first iteration past it, state saved: `resume` continues, and
+    the card's training.completed says where (stage_index < len(stages) while stages are left)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -112,8 +115,27 @@ def train(config: TrainConfig, pairs, out: str | Path, resume: bool = False, car
         log = saved["log"]
     card.update(model_facts(model, config))
     generator = torch.Generator().manual_seed(config.seed + 7919 * log["iteration"] + log["stage_index"])
-    pairs.rng = np.random.default_rng(config.seed + log["iteration"] + 1000 * log["stage_index"])
-    last_save, started = time.monotonic(), time.monotonic() - log["seconds"]
+    seed = config.seed + log["iteration"] + 1000 * log["stage_index"]
+    pairs.rng = np.random.default_rng(seed)
+    if "generators" in log and not config.workers:  # continue both draws exactly where they were saved
+        generator.set_state(log["generators"]["torch"])
+        pairs.rng.bit_generator.state = log["generators"]["numpy"]
+    draws = (WorkerBatches(pairs, config.batch, config.workers, seed, pin_memory=config.device == "cuda")
+             if config.workers else pairs)
+    try:
+        return _run_stages(model, optimiser, draws, config, log, card, out, generator, perceptual, progress,
+                           time_limit)
+    finally:
+        if draws is not pairs:
+            draws.close()
+
+
+def _run_stages(model, optimiser, pairs, config: TrainConfig, log: dict, card: dict, out: Path, generator,
+                perceptual, progress: bool, time_limit: float | None) -> dict:
+    """The stages left from `log`'s position, checkpointing every `config.checkpoint_seconds` and at the end
+    (or when `time_limit` seconds of this call have passed)."""
+    began = time.monotonic()
+    last_save, started = began, began - log["seconds"]
     while log["stage_index"] < len(config.stages):
         stage = config.stages[log["stage_index"]]
         if log["iteration"] == 0 and log["stage_index"] > 0:
@@ -127,15 +149,20 @@ def train(config: TrainConfig, pairs, out: str | Path, resume: bool = False, car
             bar.set_postfix(loss=f"{loss:.4f}", **{k: f"{v:.4f}" for k, v in parts.items()})
             if log["iteration"] % 25 == 0 or log["iteration"] == 1:
                 log["curve"].append([stage, log["iteration"], round(loss, 5)])
+            if time_limit is not None and time.monotonic() - began >= time_limit:
+                bar.close()
+                log["seconds"] = time.monotonic() - started
+                save_training_state(out, model, optimiser, log, card, config, generator, pairs)
+                return card
             if time.monotonic() - last_save > config.checkpoint_seconds:
                 log["seconds"] = time.monotonic() - started
-                save_training_state(out, model, optimiser, log, card, config)
+                save_training_state(out, model, optimiser, log, card, config, generator, pairs)
                 last_save = time.monotonic()
         bar.close()
         log["stage_index"] += 1
         log["iteration"] = 0
     log["seconds"] = time.monotonic() - started
-    save_training_state(out, model, optimiser, log, card, config)
+    save_training_state(out, model, optimiser, log, card, config, generator, pairs)
     return card
 
 
@@ -143,7 +170,7 @@ def training_step(model, optimiser, pairs, config: TrainConfig, stage: str, gene
                   perceptual=fft_amplitude_l1):
     for group in optimiser.param_groups:
         group["lr"] = learning_rate(config, step) * group.get("lr_scale", 1.0)
-    lq, hq = (x.to(config.device) for x in pairs.batch(config.batch))
+    lq, hq = (x.to(config.device, non_blocking=True) for x in pairs.batch(config.batch))
     previous = None
     if config.clip_frames:  # pseudo-clips (K, N, ...): restore up to the last frame, then train on it
         previous = recurrent_history(model, lq, generator)
@@ -202,8 +229,13 @@ def model_facts(model: ConsistencyModel, config: TrainConfig) -> dict:
     }
 
 
-def save_training_state(out: Path, model, optimiser, log: dict, card: dict, config: TrainConfig) -> None:
-    """Resumable state (weights_only-loadable) plus the current weights and card, each written atomically."""
+def save_training_state(out: Path, model, optimiser, log: dict, card: dict, config: TrainConfig, generator=None,
+                        pairs=None) -> None:
+    """Resumable state (weights_only-loadable) plus the current weights and card, each written atomically.
+    Drawn in the training process, the state keeps the torch and numpy generators' positions too, so a run
+    stopped and resumed ends with the weights an uninterrupted run would have (on the same device)."""
+    if generator is not None and not config.workers and hasattr(pairs, "rng"):
+        log["generators"] = {"torch": generator.get_state(), "numpy": pairs.rng.bit_generator.state}
     model.to("cpu")
     with atomic_path(state_path(out)) as tmp:
         torch.save({"network": model.network.state_dict(), "optimiser": optimiser.state_dict(), "log": log}, tmp)
