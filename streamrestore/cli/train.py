@@ -69,8 +69,9 @@ def add_parser(subparsers, name: str) -> None:
                    help="processes that draw training batches ahead, so a GPU does not wait on the degradations "
                         "(0, the default: drawn in the training process; the draws depend on the seed and this count)")
     p.add_argument("--time-limit", type=positive_float("--time-limit"), metavar="SECONDS",
-                   help="stop after this many seconds of this run, at the end of an iteration, with the training "
-                        "state saved; the same command with --resume continues (for a lent GPU's time)")
+                   help="stop after this many seconds of training in this run (reading the photographs comes "
+                        "before), at the end of an iteration, with the training state saved; the same command with "
+                        "--resume continues (for a lent GPU's time)")
     p.add_argument("--holdout-every", default=HOLDOUT_EVERY, type=positive_int("--holdout-every", minimum=0),
                    help="hold out every N-th image of --data (sorted by name) for eval; 0 holds none out")
     p.add_argument("--device", default=TrainConfig.device, type=choice("--device", ("cpu", "cuda")))
