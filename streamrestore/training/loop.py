@@ -236,6 +236,8 @@ def save_training_state(out: Path, model, optimiser, log: dict, card: dict, conf
     stopped and resumed ends with the weights an uninterrupted run would have (on the same device)."""
     if generator is not None and not config.workers and hasattr(pairs, "rng"):
         log["generators"] = {"torch": generator.get_state(), "numpy": pairs.rng.bit_generator.state}
+    else:  # worker processes hold their own generators: a resume reseeds from the iteration
+        log.pop("generators", None)
     model.to("cpu")
     with atomic_path(state_path(out)) as tmp:
         torch.save({"network": model.network.state_dict(), "optimiser": optimiser.state_dict(), "log": log}, tmp)
