@@ -33,6 +33,7 @@ from pathlib import Path
 import cv2
 
 from streamrestore.choices import HOLDOUT_EVERY
+from streamrestore.cli.options import positive_float
 from streamrestore.errors import UserError
 from streamrestore.io.images import list_images, read_rgb8, split_folders
 
@@ -109,12 +110,18 @@ def train(photos: Path, results: Path, budget_s: float, options: list[str], dry_
     from streamrestore.cli import main as cli_main
 
     folders, manifest = packed_folders(photos)
-    if any(o in options for o in ("--data", "--paired", "--device", "--time-limit", "--holdout-every")):
+    if any(o.split("=")[0] in ("--data", "--paired", "--device", "--time-limit", "--holdout-every") for o in options):
         raise UserError("TRAIN OPTIONS: leave --data, --paired, --device, --time-limit and --holdout-every to "
                         "this script (the pack, cuda, --budget-s)")
-    if "--out" not in options:
+    named = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    named.add_argument("--out")
+    try:
+        out = named.parse_known_args(options)[0].out
+    except argparse.ArgumentError:
+        out = None
+    if not out:
         raise UserError("TRAIN OPTIONS: give --out, an ignored path such as runs/gpu/NAME.safetensors")
-    out = Path(options[options.index("--out") + 1])
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)  # a fresh machine has no runs/ yet
     code = cli_main(["train", *options, "--data", *folders, "--holdout-every", "0",
                      "--device", "cpu" if dry_run else "cuda", "--time-limit", f"{budget_s:g}"])
@@ -141,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     t = verbs.add_parser("train", help="streamrestore train on the pack, on CUDA, within --budget-s")
     t.add_argument("--photos", type=Path, default=Path(".carry/photos"))
     t.add_argument("--results", type=Path, required=True, help="where the weights and card are copied ($OUT)")
-    t.add_argument("--budget-s", type=float, default=480.0, help="seconds of training in this call")
+    t.add_argument("--budget-s", type=positive_float("--budget-s"), default=480.0,
+                   help="seconds of training in this call (train --time-limit)")
     t.add_argument("--dry-run", action="store_true", help="the same on the CPU, to check a call before it is made")
     args = parser.parse_args(argv)
     try:

@@ -97,11 +97,17 @@ def test_a_time_boxed_run_on_the_pack_names_the_originals_and_resumes(photo_fold
     assert json.loads((results / "w.json").read_text())["training"]["completed"]["stage_index"] == 1
 
 
-def test_train_refuses_options_the_script_sets(photo_folders, tmp_path):
+@pytest.mark.parametrize("options,needle", [
+    (["--device", "cpu", "--out", "w.safetensors"], "--device"),
+    (["--data=elsewhere", "--out", "w.safetensors"], "--data"),
+    (["--out"], "--out"),
+    ([], "--out"),
+])
+def test_train_refuses_options_the_script_sets_or_needs(photo_folders, tmp_path, options, needle):
     to = tmp_path / "pack"
     pack(photo_folders, to, every=3)
     result = subprocess.run([sys.executable, SCRIPT, "train", "--photos", to, "--results", tmp_path / "r", "--dry-run",
-                             "--", "--task", "denoise", "--device", "cpu", "--out", tmp_path / "w.safetensors"],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "--device" in result.stderr and "Traceback" not in result.stderr
-    assert not (tmp_path / "w.safetensors").exists()
+                             "--", "--task", "denoise", *options], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path)
+    assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "w.safetensors").exists() and not (tmp_path / "r").exists()
