@@ -331,6 +331,7 @@ def test_read_noise_only_draws_plain_gaussian_noise(tmp_path):
 
 
 def _photo_pairs(tmp_path, seed=3):
+    """Derain draws of 32 px from two small textured photographs written to tmp_path."""
     import cv2
 
     from streamrestore.training.data import SyntheticPairs
@@ -370,7 +371,7 @@ def test_a_run_stopped_by_its_time_limit_resumes_to_the_uninterrupted_weights(tm
 
 def test_worker_processes_draw_seeded_batches(tmp_path):
     """--workers N: batches drawn ahead by N processes are the same for the same seed and count, differ between
-    seeds and between workers (each its own generator), and train like the in-process draws."""
+    seeds and between workers (each its own generator), and a run trains through them to the end."""
     from streamrestore.training.data import WorkerBatches
 
     def first(seed, count=4):
