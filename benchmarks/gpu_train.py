@@ -77,7 +77,7 @@ def pack(folders: list[str], to: Path, every: int = HOLDOUT_EVERY) -> dict:
             manifest["images"].append({"packed": f"{target.name}/{packed.name}", "original": f"{folder}/{original.name}"})
             manifest["bytes"]["original"] += original.stat().st_size
             manifest["bytes"]["packed"] += packed.stat().st_size
-        original_of = {Path(i["packed"]).name: Path(i["original"]).name for i in manifest["images"]}
+        original_of = original_names(manifest)
         if [original_of[p.name] for p in list_images(target)] != [p.name for p in train]:
             raise UserError(f"{folder}: its packed names sort in another order than the originals; rename them")
     (to / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
@@ -92,10 +92,15 @@ def packed_folders(photos: Path) -> tuple[list[str], dict]:
     return [str(photos / f["packed"]) for f in manifest["folders"]], manifest
 
 
+def original_names(manifest: dict) -> dict[str, str]:
+    """Packed file name -> its original's file name."""
+    return {Path(i["packed"]).name: Path(i["original"]).name for i in manifest["images"]}
+
+
 def restore_provenance(card_file: Path, manifest: dict) -> None:
     """Name the original folders, files and held-out files in a card written from packed folders."""
     card = json.loads(card_file.read_text())
-    originals = {Path(i["packed"]).name: Path(i["original"]).name for i in manifest["images"]}
+    originals = original_names(manifest)
     data = card["data"]
     data["images"] = [originals.get(name, name) for name in data.get("images", [])]
     data["held_out"] = [Path(p).name for p in manifest["held_out"]]
@@ -107,24 +112,18 @@ def restore_provenance(card_file: Path, manifest: dict) -> None:
 
 def train(photos: Path, results: Path, budget_s: float, options: list[str], dry_run: bool = False) -> Path:
     """`streamrestore train OPTIONS` on the pack within `budget_s`; the weights and card copied to `results`."""
+    from streamrestore.cli import build_parser
     from streamrestore.cli import main as cli_main
 
     folders, manifest = packed_folders(photos)
     if any(o.split("=")[0] in ("--data", "--paired", "--device", "--time-limit", "--holdout-every") for o in options):
         raise UserError("TRAIN OPTIONS: leave --data, --paired, --device, --time-limit and --holdout-every to "
                         "this script (the pack, cuda, --budget-s)")
-    named = argparse.ArgumentParser(add_help=False, exit_on_error=False)
-    named.add_argument("--out")
-    try:
-        out = named.parse_known_args(options)[0].out
-    except argparse.ArgumentError:
-        out = None
-    if not out:
-        raise UserError("TRAIN OPTIONS: give --out, an ignored path such as runs/gpu/NAME.safetensors")
-    out = Path(out)
+    command = ["train", *options, "--data", *folders, "--holdout-every", "0",
+               "--device", "cpu" if dry_run else "cuda", "--time-limit", f"{budget_s:g}"]
+    out = Path(build_parser("train").parse_args(command).out)  # train's own parser: its one-line errors
     out.parent.mkdir(parents=True, exist_ok=True)  # a fresh machine has no runs/ yet
-    code = cli_main(["train", *options, "--data", *folders, "--holdout-every", "0",
-                     "--device", "cpu" if dry_run else "cuda", "--time-limit", f"{budget_s:g}"])
+    code = cli_main(command)
     if code:
         raise SystemExit(code)
     card_file = out.with_suffix(".json")

@@ -149,15 +149,14 @@ def _run_stages(model, optimiser, pairs, config: TrainConfig, log: dict, card: d
             bar.set_postfix(loss=f"{loss:.4f}", **{k: f"{v:.4f}" for k, v in parts.items()})
             if log["iteration"] % 25 == 0 or log["iteration"] == 1:
                 log["curve"].append([stage, log["iteration"], round(loss, 5)])
-            if time_limit is not None and time.monotonic() - began >= time_limit:
-                bar.close()
-                log["seconds"] = time.monotonic() - started
-                save_training_state(out, model, optimiser, log, card, config, generator, pairs)
-                return card
-            if time.monotonic() - last_save > config.checkpoint_seconds:
+            out_of_time = time_limit is not None and time.monotonic() - began >= time_limit
+            if out_of_time or time.monotonic() - last_save > config.checkpoint_seconds:
                 log["seconds"] = time.monotonic() - started
                 save_training_state(out, model, optimiser, log, card, config, generator, pairs)
                 last_save = time.monotonic()
+                if out_of_time:
+                    bar.close()
+                    return card
         bar.close()
         log["stage_index"] += 1
         log["iteration"] = 0
